@@ -1,0 +1,57 @@
+"""The Redis client, built once per process with explicit timeouts, retry and a bounded pool.
+
+redis-py's defaults are a trap for a cache on the authentication path: ``Redis(...)`` retries ten
+times with backoff and ``from_url`` not at all, and a dead server can hold a request for seconds.
+Here every knob is explicit: short connect and read timeouts, one quick retry on a dropped
+connection, and a blocking pool that waits briefly for a free connection instead of opening
+unboundedly many.
+"""
+
+from __future__ import annotations
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+DEFAULT_TIMEOUT_MS = 200
+DEFAULT_MAX_CONNECTIONS = 64
+
+
+def build_redis_client(
+    url: str,
+    *,
+    socket_timeout_ms: int = DEFAULT_TIMEOUT_MS,
+    connect_timeout_ms: int = DEFAULT_TIMEOUT_MS,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+) -> Redis:
+    """A client on a bounded pool; no connection is opened until first use."""
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=connect_timeout_ms / 1000.0,
+        socket_timeout=socket_timeout_ms / 1000.0,
+        socket_connect_timeout=connect_timeout_ms / 1000.0,
+        socket_keepalive=True,
+        retry=Retry(NoBackoff(), retries=1),
+        retry_on_error=[RedisConnectionError],
+        health_check_interval=30,
+    )
+    return Redis(connection_pool=pool)
+
+
+def build_optional_redis_client(
+    url: str | None,
+    socket_timeout_ms: int = DEFAULT_TIMEOUT_MS,
+    connect_timeout_ms: int = DEFAULT_TIMEOUT_MS,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+) -> Redis | None:
+    """``None`` when no URL is configured, so the container can fall back to memory."""
+    if not url:
+        return None
+    return build_redis_client(
+        url,
+        socket_timeout_ms=socket_timeout_ms,
+        connect_timeout_ms=connect_timeout_ms,
+        max_connections=max_connections,
+    )

@@ -1,0 +1,77 @@
+"""The composition root: the one module that knows every concrete class.
+
+Config, then clients, then cache backends, then repositories, then services. The cache backend
+is a ``Selector`` keyed on ``APIKEY_CACHE_BACKEND`` whose branch names are the allowed values.
+"""
+
+from __future__ import annotations
+
+from dependency_injector import containers, providers
+
+from app.clients.redis_client import build_optional_redis_client
+from app.core.cache_factories import guarded_redis_backend, shared_cache_or_memory
+from app.repositories.memory import InMemoryApiKeyRepository
+from app.services.apikey_cache_backend import InMemoryApiKeyCacheBackend
+from app.services.apikey_service import ApiKeyService
+from app.services.metrics import CacheMetrics
+from configs import Settings
+
+
+class Container(containers.DeclarativeContainer):
+    """Built per process (and per test) by ``build_container``; wired by ``create_app``."""
+
+    config = providers.Configuration(strict=True)
+
+    metrics = providers.Singleton(CacheMetrics)
+
+    redis_client = providers.Singleton(
+        build_optional_redis_client,
+        url=config.REDIS_URL,
+        socket_timeout_ms=config.REDIS_SOCKET_TIMEOUT_MS,
+        connect_timeout_ms=config.REDIS_CONNECT_TIMEOUT_MS,
+        max_connections=config.REDIS_MAX_CONNECTIONS,
+    )
+
+    memory_cache = providers.Singleton(
+        InMemoryApiKeyCacheBackend, max_entries=config.APIKEY_CACHE_MAX_ENTRIES
+    )
+
+    redis_cache = providers.Singleton(
+        shared_cache_or_memory,
+        client=redis_client,
+        shared=providers.Factory(
+            guarded_redis_backend,
+            key_prefix=config.APIKEY_CACHE_REDIS_KEY_PREFIX,
+            failure_threshold=config.CACHE_BREAKER_FAILURE_THRESHOLD,
+            reset_after_seconds=config.CACHE_BREAKER_RESET_SECONDS,
+            operation_timeout_ms=config.REDIS_SOCKET_TIMEOUT_MS,
+            metrics=metrics,
+        ).provider,
+        memory=memory_cache.provider,
+        backend_name="redis",
+    )
+
+    apikey_cache = providers.Selector(
+        config.APIKEY_CACHE_BACKEND,
+        memory=memory_cache,
+        redis=redis_cache,
+    )
+
+    apikey_repository = providers.Singleton(InMemoryApiKeyRepository)
+
+    apikey_service = providers.Singleton(
+        ApiKeyService,
+        cache=apikey_cache,
+        repository=apikey_repository,
+        cache_ttl_seconds=config.APIKEY_CACHE_TTL_SECONDS,
+        negative_ttl_seconds=config.APIKEY_NEGATIVE_TTL_SECONDS,
+        negative_max_entries=config.APIKEY_NEGATIVE_MAX_ENTRIES,
+        metrics=metrics,
+    )
+
+
+def build_container(settings: Settings) -> Container:
+    """A fresh container configured from ``settings`` (one per process, one per test)."""
+    container = Container()
+    container.config.from_dict(settings.cache_settings())
+    return container

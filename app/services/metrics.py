@@ -1,0 +1,25 @@
+"""Per-process counters for the key cache, exposed by the readiness route.
+
+Plain integers: every increment happens on the event-loop thread, so no lock is needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class CacheMetrics:
+    """What operators need to see at 3 a.m.: hit rate, database load, Redis trouble."""
+
+    cache_hits: int = 0
+    cache_misses: int = 0
+    negative_hits: int = 0
+    repository_lookups: int = 0
+    cache_errors: int = 0
+    cache_bypassed: int = 0
+    breaker_opened: int = 0
+    invalidation_failures: int = 0
+
+    def snapshot(self) -> dict[str, int]:
+        return asdict(self)

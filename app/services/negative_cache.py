@@ -1,0 +1,50 @@
+"""A bounded, short-lived memory of keys the database does not know.
+
+Kept apart from the positive cache so that a flood of well-formed random keys can neither reach
+the database on every request nor evict the entries of real keys (the lesson of mlcache's
+``neg_ttl``). Only digests are stored.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+
+class NegativeCache:
+    """A per-process LRU set with a TTL on the monotonic clock."""
+
+    def __init__(self, ttl_seconds: float, max_entries: int) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self._ttl = ttl_seconds
+        self._max_entries = max_entries
+        self._expiry: OrderedDict[str, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+    def __contains__(self, cache_key: object) -> bool:
+        if not isinstance(cache_key, str):
+            return False
+        expires_at = self._expiry.get(cache_key)
+        if expires_at is None:
+            return False
+        if expires_at <= time.monotonic():
+            del self._expiry[cache_key]
+            return False
+        return True
+
+    def add(self, cache_key: str) -> None:
+        if self._ttl <= 0:
+            return
+        self._expiry[cache_key] = time.monotonic() + self._ttl
+        self._expiry.move_to_end(cache_key)
+        while len(self._expiry) > self._max_entries:
+            self._expiry.popitem(last=False)
+
+    def discard(self, cache_key: str) -> None:
+        self._expiry.pop(cache_key, None)
+
+    def clear(self) -> None:
+        self._expiry.clear()

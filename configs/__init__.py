@@ -1,0 +1,118 @@
+"""Process settings for game-api.
+
+Values come from, highest first: environment variables of the same names, the config file named
+by ``GAME_API_CONFIG`` (or ``--config``), then the defaults below. ``from configs import configs``
+gives the settings of this process; they are loaded on first access so that the command line can
+choose the config file before anything reads them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+CONFIG_ENV_VAR = "GAME_API_CONFIG"
+CONFIG_DIR = Path(__file__).resolve().parent
+
+CacheBackendName = Literal["memory", "redis", "tiered"]
+
+
+class ConfigError(Exception):
+    """Settings cannot be loaded; the message names the setting or file at fault."""
+
+
+class Settings(BaseSettings):
+    """Every setting the service reads. Nothing else in the project reads ``os.environ``."""
+
+    model_config = SettingsConfigDict(
+        env_file_encoding="utf-8", extra="ignore", case_sensitive=True, frozen=True
+    )
+
+    APIKEY_CACHE_BACKEND: CacheBackendName = "memory"
+    REDIS_URL: SecretStr | None = None
+    APIKEY_CACHE_REDIS_KEY_PREFIX: str = Field(default="game:apikey:", min_length=1)
+    APIKEY_CACHE_TTL_SECONDS: int = Field(default=60, ge=0, le=86_400)
+    APIKEY_CACHE_MAX_ENTRIES: int = Field(default=100_000, ge=1)
+    APIKEY_NEGATIVE_TTL_SECONDS: int = Field(default=5, ge=0, le=3_600)
+    APIKEY_NEGATIVE_MAX_ENTRIES: int = Field(default=10_000, ge=1)
+    APIKEY_CACHE_L1_TTL_SECONDS: int = Field(default=60, ge=0, le=86_400)
+    APIKEY_CACHE_L1_MAX_ENTRIES: int = Field(default=100_000, ge=1)
+    APIKEY_INVALIDATION_ACK_TIMEOUT_MS: int = Field(default=500, ge=1, le=60_000)
+    APIKEY_HEADER_NAME: str = Field(default="X-API-Key", pattern=r"^[A-Za-z0-9-]+$")
+    REDIS_SOCKET_TIMEOUT_MS: int = Field(default=200, ge=1, le=10_000)
+    REDIS_CONNECT_TIMEOUT_MS: int = Field(default=200, ge=1, le=10_000)
+    REDIS_MAX_CONNECTIONS: int = Field(default=64, ge=1, le=10_000)
+    CACHE_BREAKER_FAILURE_THRESHOLD: int = Field(default=5, ge=1)
+    CACHE_BREAKER_RESET_SECONDS: float = Field(default=5.0, gt=0, le=3_600)
+    DATABASE_URL: SecretStr = SecretStr("sqlite+aiosqlite:///./game-api.db")
+    DATABASE_TIMEOUT_SECONDS: float = Field(default=2.0, gt=0, le=60)
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("REDIS_URL", mode="before")
+    @classmethod
+    def _empty_url_is_none(cls, value: Any) -> Any:
+        """An empty ``REDIS_URL=`` in a file means "not configured", not an invalid URL."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("REDIS_URL")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    def cache_settings(self) -> dict[str, Any]:
+        """The settings as plain values for the container's ``Configuration`` provider."""
+        values = self.model_dump()
+        for name, value in values.items():
+            if isinstance(value, SecretStr):
+                values[name] = value.get_secret_value()
+        return values
+
+
+def config_file_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """The config file in force: ``explicit``, else ``$GAME_API_CONFIG``, else none."""
+    chosen = explicit if explicit is not None else os.environ.get(CONFIG_ENV_VAR)
+    if not chosen:
+        return None
+    path = Path(chosen)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    return path
+
+
+def load_settings(config_file: str | os.PathLike[str] | None = None) -> Settings:
+    """Load settings, turning validation errors into one line that names each bad setting."""
+    path = config_file_path(config_file)
+    try:
+        return Settings(_env_file=path)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
+
+
+_loaded: Settings | None = None
+
+
+def reload_configs(config_file: str | os.PathLike[str] | None = None) -> Settings:
+    """Reload the process settings (the CLI calls this after parsing ``--config``)."""
+    global _loaded
+    _loaded = load_settings(config_file)
+    return _loaded
+
+
+def __getattr__(name: str) -> Settings:
+    if name == "configs":
+        return _loaded if _loaded is not None else reload_configs()
+    raise AttributeError(name)
