@@ -1,0 +1,53 @@
+"""Factories for every cache backend variant the contract suite runs against.
+
+Each factory returns a backend built on the test's own clients and key prefix. Adding a backend
+(or a variant of one) to ``BACKEND_FACTORIES`` runs the whole contract suite against it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+from redis.asyncio import Redis
+
+from app.services.apikey_cache_backend import InMemoryApiKeyCacheBackend, RedisApiKeyCacheBackend
+from app.services.cache_contracts import CoherentCacheBackend
+
+
+@dataclass
+class BackendContext:
+    """What a factory may use: the test's request (for fixtures) and its unique key prefix."""
+
+    request: pytest.FixtureRequest
+    key_prefix: str
+
+    def fixture(self, name: str) -> object:
+        return self.request.getfixturevalue(name)
+
+
+BackendFactory = Callable[[BackendContext], CoherentCacheBackend]
+
+
+def memory_backend(context: BackendContext) -> CoherentCacheBackend:
+    return InMemoryApiKeyCacheBackend()
+
+
+def fakeredis_backend(context: BackendContext) -> CoherentCacheBackend:
+    client = context.fixture("fake_redis")
+    assert isinstance(client, Redis)
+    return RedisApiKeyCacheBackend(client, key_prefix=context.key_prefix)
+
+
+def real_redis_backend(context: BackendContext) -> CoherentCacheBackend:
+    client = context.fixture("real_redis")
+    assert isinstance(client, Redis)
+    return RedisApiKeyCacheBackend(client, key_prefix=context.key_prefix)
+
+
+BACKEND_FACTORIES: dict[str, BackendFactory] = {
+    "memory": memory_backend,
+    "fakeredis": fakeredis_backend,
+    "redis": real_redis_backend,
+}

@@ -1,0 +1,211 @@
+"""ApiKeyService on the real in-memory repository and cache: the request and revocation paths."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+import pytest
+
+from app.core.keys import digest
+from app.repositories.base import ApiKeyRecord
+from app.repositories.memory import InMemoryApiKeyRepository
+from app.services.apikey_cache_backend import InMemoryApiKeyCacheBackend
+from app.services.apikey_service import (
+    ApiKeyService,
+    InvalidApiKey,
+    InvalidKeyRequest,
+    KeyNotActive,
+    UnknownKeyPrefix,
+)
+from app.services.invalidation import InvalidationReport
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def cache() -> InMemoryApiKeyCacheBackend:
+    return InMemoryApiKeyCacheBackend()
+
+
+@pytest.fixture
+def repository() -> InMemoryApiKeyRepository:
+    return InMemoryApiKeyRepository()
+
+
+@pytest.fixture
+def service(
+    cache: InMemoryApiKeyCacheBackend, repository: InMemoryApiKeyRepository, clock: Clock
+) -> ApiKeyService:
+    return ApiKeyService(cache, repository, cache_ttl_seconds=60, clock=clock)
+
+
+async def test_create_stores_only_the_digest(
+    service: ApiKeyService, repository: InMemoryApiKeyRepository
+) -> None:
+    created = await service.create("match-server", ["read", "write"])
+
+    stored = await repository.get_by_prefix(created.record.prefix)
+    assert stored is not None
+    assert stored.digest == digest(created.plaintext)
+    assert all(getattr(stored, f.name) != created.plaintext for f in fields(ApiKeyRecord))
+    assert stored.scopes == ("read", "write")
+
+
+async def test_miss_reads_the_repository_and_fills_the_cache(
+    service: ApiKeyService, cache: InMemoryApiKeyCacheBackend
+) -> None:
+    created = await service.create("match-server", ["read"])
+
+    caller = await service.authenticate(created.plaintext)
+
+    assert caller.prefix == created.record.prefix and caller.scopes == {"read"}
+    cached = await cache.get(digest(created.plaintext))
+    assert cached is not None
+    assert vars(cached) == {"apiKey": created.record.prefix, "active": True}
+    assert service.metrics.repository_lookups == 1
+
+
+async def test_hit_does_not_read_the_repository(service: ApiKeyService) -> None:
+    created = await service.create("match-server", ["read"])
+    await service.authenticate(created.plaintext)
+    await service.authenticate(created.plaintext)
+    await service.authenticate(created.plaintext)
+    assert service.metrics.repository_lookups == 1
+    assert service.metrics.cache_hits == 2
+
+
+async def test_hit_filled_by_another_process_loads_scopes_once(
+    cache: InMemoryApiKeyCacheBackend, repository: InMemoryApiKeyRepository, clock: Clock
+) -> None:
+    creator = ApiKeyService(cache, repository, clock=clock)
+    created = await creator.create("match-server", ["write"])
+    await creator.authenticate(created.plaintext)
+    other_worker = ApiKeyService(cache, repository, clock=clock)
+
+    first = await other_worker.authenticate(created.plaintext)
+    await other_worker.authenticate(created.plaintext)
+
+    assert first.scopes == {"write"}
+    assert other_worker.metrics.repository_lookups == 1
+
+
+async def test_unknown_key_is_refused(service: ApiKeyService) -> None:
+    from app.core.keys import generate_api_key
+
+    with pytest.raises(InvalidApiKey) as raised:
+        await service.authenticate(generate_api_key().plaintext)
+    assert raised.value.reason == "unknown"
+
+
+async def test_malformed_key_is_refused_without_any_lookup(service: ApiKeyService) -> None:
+    with pytest.raises(InvalidApiKey) as raised:
+        await service.authenticate("game_not-a-key")
+    assert raised.value.reason == "malformed"
+    assert service.metrics.repository_lookups == 0
+    assert service.metrics.cache_misses == 0
+
+
+async def test_revoke_commits_then_invalidates(
+    service: ApiKeyService, cache: InMemoryApiKeyCacheBackend, repository: InMemoryApiKeyRepository
+) -> None:
+    created = await service.create("match-server", ["read"])
+    await service.authenticate(created.plaintext)
+    events: list[str] = []
+    original_revoke = repository.revoke
+    original_invalidate = cache.invalidate
+
+    async def recording_revoke(prefix: str, at: datetime) -> ApiKeyRecord | None:
+        events.append("repository.revoke")
+        return await original_revoke(prefix, at)
+
+    async def recording_invalidate(
+        key: str, replacement: SimpleNamespace | None, ttl: int
+    ) -> InvalidationReport:
+        stored = await repository.get_by_prefix(created.record.prefix)
+        events.append(f"cache.invalidate(revoked_in_db={stored is not None and stored.revoked_at})")
+        return await original_invalidate(key, replacement, ttl)
+
+    repository.revoke = recording_revoke  # type: ignore[method-assign]
+    cache.invalidate = recording_invalidate  # type: ignore[method-assign]
+
+    result = await service.revoke(created.record.prefix)
+
+    assert events[0] == "repository.revoke"
+    assert events[1].startswith("cache.invalidate(revoked_in_db=2026")
+    assert result.invalidation.confirmed
+    with pytest.raises(InvalidApiKey):
+        await service.authenticate(created.plaintext)
+    cached = await cache.get(digest(created.plaintext))
+    assert cached is not None and cached.active is False
+
+
+async def test_revoking_an_unknown_prefix_raises(service: ApiKeyService) -> None:
+    with pytest.raises(UnknownKeyPrefix):
+        await service.revoke("game_Nope0000")
+
+
+async def test_expired_key_is_refused_and_fill_ttl_never_outlives_it(
+    service: ApiKeyService, cache: InMemoryApiKeyCacheBackend, clock: Clock
+) -> None:
+    created = await service.create("short", ["read"], expires_in_seconds=20)
+    await service.authenticate(created.plaintext)
+
+    remaining = cache.remaining_ttl(digest(created.plaintext))
+    assert remaining is not None and remaining <= 20
+
+    clock.now += timedelta(seconds=21)
+    with pytest.raises(InvalidApiKey) as raised:
+        await service.authenticate(created.plaintext)
+    assert raised.value.reason == "expired"
+
+
+async def test_rotate_keeps_the_old_key_during_the_grace_only(
+    service: ApiKeyService, clock: Clock
+) -> None:
+    old = await service.create("match-server", ["read"])
+    await service.authenticate(old.plaintext)
+
+    rotated = await service.rotate(old.record.prefix, grace_seconds=30)
+
+    assert (await service.authenticate(rotated.new_key.plaintext)).scopes == {"read"}
+    assert (await service.authenticate(old.plaintext)).prefix == old.record.prefix
+    clock.now += timedelta(seconds=31)
+    with pytest.raises(InvalidApiKey):
+        await service.authenticate(old.plaintext)
+    assert (await service.authenticate(rotated.new_key.plaintext)).prefix != old.record.prefix
+
+
+async def test_rotating_a_revoked_key_is_refused(service: ApiKeyService) -> None:
+    created = await service.create("match-server", ["read"])
+    await service.revoke(created.record.prefix)
+    with pytest.raises(KeyNotActive):
+        await service.rotate(created.record.prefix)
+
+
+@pytest.mark.parametrize(
+    ("name", "scopes", "expires_in", "message"),
+    [
+        ("", ["read"], None, "name"),
+        ("ok", ["root"], None, "unknown scope 'root'"),
+        ("ok", ["read"], 0, "expires_in"),
+        ("ok", ["read"], -5, "expires_in"),
+    ],
+)
+async def test_bad_create_requests_say_what_is_wrong(
+    service: ApiKeyService, name: str, scopes: list[str], expires_in: int | None, message: str
+) -> None:
+    with pytest.raises(InvalidKeyRequest, match=message):
+        await service.create(name, scopes, expires_in)
