@@ -44,12 +44,16 @@ class ParsedApiKey:
     plaintext: str = field(repr=False)
 
 
-def _base62(number: int, width: int) -> str:
-    chars = []
-    for _ in range(width):
-        number, remainder = divmod(number, 62)
-        chars.append(ALPHABET[remainder])
-    return "".join(reversed(chars))
+# Every two-character base62 string, so a 32-bit checksum encodes with two divmods.
+_PAIRS = tuple(first + second for first in ALPHABET for second in ALPHABET)
+_PAIR_SPACE = len(_PAIRS)
+
+
+def _base62_checksum(number: int) -> str:
+    """Six base62 characters of a 32-bit number (62**6 > 2**32), on the request path."""
+    high, rest = divmod(number, _PAIR_SPACE * _PAIR_SPACE)
+    middle, low = divmod(rest, _PAIR_SPACE)
+    return _PAIRS[high] + _PAIRS[middle] + _PAIRS[low]
 
 
 def _random_base62(length: int) -> str:
@@ -58,7 +62,7 @@ def _random_base62(length: int) -> str:
 
 def checksum(body: str) -> str:
     """The 6-character base62 CRC32 of ``body`` (the key without its checksum)."""
-    return _base62(zlib.crc32(body.encode("ascii")), CHECKSUM_LENGTH)
+    return _base62_checksum(zlib.crc32(body.encode("ascii")))
 
 
 def generate_api_key() -> ParsedApiKey:

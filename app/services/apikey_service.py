@@ -131,6 +131,8 @@ class ApiKeyService:
         # Scopes and expiry by prefix: the cached value holds only (apiKey, active), so each
         # process remembers the rest of a key's record from its last database read.
         self._records: OrderedDict[str, ApiKeyRecord] = OrderedDict()
+        # The immutable answer handed to routes, built once per key rather than per request.
+        self._identities: dict[str, AuthenticatedKey] = {}
         self._digest_lookups: SingleFlight[str, _Lookup] = SingleFlight()
         self._prefix_lookups: SingleFlight[str, ApiKeyRecord | None] = SingleFlight()
         self.metrics = metrics if metrics is not None else CacheMetrics()
@@ -181,11 +183,17 @@ class ApiKeyService:
         return self._admit(lookup.record)
 
     def _admit(self, record: ApiKeyRecord) -> AuthenticatedKey:
-        if not record.is_active(self._clock()):
-            raise InvalidApiKey("revoked" if record.revoked_at is not None else "expired")
-        return AuthenticatedKey(
-            prefix=record.prefix, scopes=frozenset(record.scopes), expires_at=record.expires_at
-        )
+        if record.revoked_at is not None:
+            raise InvalidApiKey("revoked")
+        if record.expires_at is not None and self._clock() >= record.expires_at:
+            raise InvalidApiKey("expired")
+        identity = self._identities.get(record.prefix)
+        if identity is None or identity.expires_at != record.expires_at:
+            identity = AuthenticatedKey(
+                prefix=record.prefix, scopes=frozenset(record.scopes), expires_at=record.expires_at
+            )
+            self._identities[record.prefix] = identity
+        return identity
 
     async def _load_by_prefix(self, prefix: str) -> ApiKeyRecord | None:
         self.metrics.repository_lookups += 1
@@ -223,7 +231,8 @@ class ApiKeyService:
         self._records[record.prefix] = record
         self._records.move_to_end(record.prefix)
         while len(self._records) > self._memo_max:
-            self._records.popitem(last=False)
+            evicted, _record = self._records.popitem(last=False)
+            self._identities.pop(evicted, None)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -351,6 +360,7 @@ class ApiKeyService:
         """Drop every cached entry (this process's memo and negative cache too)."""
         self._negative.clear()
         self._records.clear()
+        self._identities.clear()
         await self._cache.clear()
 
     async def check_repository(self) -> None:
