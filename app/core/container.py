@@ -10,7 +10,8 @@ from dependency_injector import containers, providers
 
 from app.clients.redis_client import build_optional_redis_client
 from app.core.cache_factories import guarded_redis_backend, shared_cache_or_memory
-from app.repositories.memory import InMemoryApiKeyRepository
+from app.db.engine import build_engine, build_session_factory
+from app.repositories.sql import SqlApiKeyRepository
 from app.services.apikey_cache_backend import InMemoryApiKeyCacheBackend
 from app.services.apikey_service import ApiKeyService
 from app.services.metrics import CacheMetrics
@@ -57,7 +58,17 @@ class Container(containers.DeclarativeContainer):
         redis=redis_cache,
     )
 
-    apikey_repository = providers.Singleton(InMemoryApiKeyRepository)
+    database_engine = providers.Singleton(
+        build_engine, url=config.DATABASE_URL, timeout_seconds=config.DATABASE_TIMEOUT_SECONDS
+    )
+
+    database_sessions = providers.Singleton(build_session_factory, engine=database_engine)
+
+    apikey_repository = providers.Singleton(
+        SqlApiKeyRepository,
+        session_factory=database_sessions,
+        timeout_seconds=config.DATABASE_TIMEOUT_SECONDS,
+    )
 
     apikey_service = providers.Singleton(
         ApiKeyService,

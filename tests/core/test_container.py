@@ -32,6 +32,8 @@ def containers() -> Iterator[list[Container]]:
 def make(containers: list[Container], config_file: str | None = None) -> Container:
     path = None if config_file is None else CONFIG_DIR / config_file
     container = build_container(load_settings(path))
+    # These tests are about cache wiring; the SQL repository is tested in tests/repositories.
+    container.apikey_repository.override(InMemoryApiKeyRepository())
     containers.append(container)
     return container
 
