@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     DATABASE_URL: SecretStr = SecretStr("sqlite+aiosqlite:///./game-api.db")
     DATABASE_TIMEOUT_SECONDS: float = Field(default=2.0, gt=0, le=60)
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Adds an ``X-Worker-Id`` (process id) response header, so multi-worker tests can tell which
+    # gunicorn worker answered. Off in real deployments.
+    EXPOSE_WORKER_ID: bool = False
 
     @field_validator("REDIS_URL", mode="before")
     @classmethod
