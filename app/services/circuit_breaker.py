@@ -114,6 +114,18 @@ class CircuitBreakingCacheBackend:
         except Exception as exc:
             raise CacheUnavailable(f"cache unreachable ({type(exc).__name__})") from exc
 
+    async def attempt(self, operation: Callable[[], Awaitable[T]], fallback: T) -> T:
+        """Run a read or fill the protocol does not name (a layer above may need more than
+        ``get``), under the same deadline and breaker: ``fallback`` on failure or open circuit.
+        """
+        return await self._degradable(operation, fallback)
+
+    async def require(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run a call that must not be skipped (a publish of an invalidation, say); a failure
+        counts against the breaker and raises ``CacheUnavailable``.
+        """
+        return await self._mandatory(operation)
+
     async def get(self, cache_key: str) -> SimpleNamespace | None:
         return await self._degradable(lambda: self._inner.get(cache_key), None)
 
