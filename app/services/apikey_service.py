@@ -204,9 +204,10 @@ class ApiKeyService:
 
     async def _load_by_digest(self, cache_key: str) -> _Lookup:
         self.metrics.repository_lookups += 1
+        negative_generation = self._negative.generation
         record = await self._repository.get_by_digest(cache_key)
         if record is None:
-            self._negative.add(cache_key)
+            self._negative.add(cache_key, read_at_generation=negative_generation)
             return _Lookup(record=None, active=False)
         self._remember(record)
         active = record.is_active(self._clock())
@@ -274,6 +275,9 @@ class ApiKeyService:
                 await self._repository.add(record)
             except DuplicateKey:
                 continue
+            # A probe of this key may be in flight with a stale "unknown": later requests must
+            # not join it, and it must not record its answer in the negative cache.
+            self._digest_lookups.forget(record.digest)
             self._negative.discard(record.digest)
             self._remember(record)
             logger.info("created API key %s (%s)", record.prefix, ",".join(scopes) or "no scopes")

@@ -3,6 +3,11 @@
 Kept apart from the positive cache so that a flood of well-formed random keys can neither reach
 the database on every request nor evict the entries of real keys (the lesson of mlcache's
 ``neg_ttl``). Only digests are stored.
+
+A lookup that read "unknown" just before the key was created must not record that afterwards, or
+the new key would be refused for a whole TTL. ``generation`` moves on every ``discard`` and
+``clear``; a loader reads it before its database read and passes it to ``add``, which then
+declines when anything was discarded in between.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ class NegativeCache:
         self._ttl = ttl_seconds
         self._max_entries = max_entries
         self._expiry: OrderedDict[str, float] = OrderedDict()
+        self._generation = 0
 
     def __len__(self) -> int:
         return len(self._expiry)
@@ -35,8 +41,16 @@ class NegativeCache:
             return False
         return True
 
-    def add(self, cache_key: str) -> None:
+    @property
+    def generation(self) -> int:
+        """Changes whenever an entry may have been withdrawn (a key was created, or a clear)."""
+        return self._generation
+
+    def add(self, cache_key: str, *, read_at_generation: int | None = None) -> None:
+        """Remember ``cache_key`` as unknown, unless a discard happened since the caller's read."""
         if self._ttl <= 0:
+            return
+        if read_at_generation is not None and read_at_generation != self._generation:
             return
         self._expiry[cache_key] = time.monotonic() + self._ttl
         self._expiry.move_to_end(cache_key)
@@ -44,7 +58,9 @@ class NegativeCache:
             self._expiry.popitem(last=False)
 
     def discard(self, cache_key: str) -> None:
+        self._generation += 1
         self._expiry.pop(cache_key, None)
 
     def clear(self) -> None:
+        self._generation += 1
         self._expiry.clear()
