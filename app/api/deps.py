@@ -1,0 +1,81 @@
+"""Request dependencies as ``Annotated`` aliases: the API key header, the service, the caller.
+
+Routes declare what they need (``CurrentKey``, ``AdminKey``, ``ApiKeyServiceDep``) and stay thin.
+"""
+
+# No ``from __future__ import annotations``: dependency-injector reads the ``Annotated``
+# markers from the live signature, and string annotations would hide them.
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from dependency_injector.wiring import Provide, inject
+from fastapi import Depends, Security
+from fastapi.security import APIKeyHeader
+from starlette.requests import HTTPConnection
+
+from app.core.container import Container
+from app.core.scopes import ADMIN
+from app.services.apikey_service import ApiKeyService, AuthenticatedKey, InvalidApiKey
+
+API_KEY_SCHEME_NAME = "ApiKeyAuth"
+HEADER_NAME_STATE = "apikey_header_name"
+
+
+class MissingScope(Exception):
+    """A valid key without the scope a route needs (403)."""
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(scope)
+        self.scope = scope
+
+
+class ConfiguredApiKeyHeader(APIKeyHeader):
+    """An ``APIKeyHeader`` that reads the header named by the app's ``APIKEY_HEADER_NAME``.
+
+    FastAPI fixes a scheme's header name when the route is declared; the name here is a setting,
+    so it is read per request from ``app.state`` (and patched into the OpenAPI document by
+    ``create_app``), which keeps one declaration for every app built in the process.
+    """
+
+    async def __call__(self, request: HTTPConnection) -> str | None:
+        header_name = getattr(request.app.state, HEADER_NAME_STATE, self.model.name)
+        return self.check_api_key(request.headers.get(header_name))
+
+
+api_key_header = ConfiguredApiKeyHeader(
+    name="X-API-Key",
+    scheme_name=API_KEY_SCHEME_NAME,
+    description="An API key issued by `POST /v1/keys` or `game-api keys create`.",
+    auto_error=False,
+)
+
+ApiKeyHeaderValue = Annotated[str | None, Security(api_key_header)]
+ApiKeyServiceDep = Annotated[ApiKeyService, Depends(Provide[Container.apikey_service])]
+
+
+@inject
+async def current_key(
+    header_value: ApiKeyHeaderValue, service: ApiKeyServiceDep
+) -> AuthenticatedKey:
+    """The authenticated caller; any failure to authenticate is a 401 (see ``app.api.errors``)."""
+    if not header_value:
+        raise InvalidApiKey("missing")
+    return await service.authenticate(header_value)
+
+
+CurrentKey = Annotated[AuthenticatedKey, Depends(current_key)]
+
+
+def require_scope(scope: str) -> Callable[[AuthenticatedKey], Awaitable[AuthenticatedKey]]:
+    """A dependency admitting only keys that carry ``scope``."""
+
+    async def key_with_scope(key: CurrentKey) -> AuthenticatedKey:
+        if scope not in key.scopes:
+            raise MissingScope(scope)
+        return key
+
+    return key_with_scope
+
+
+AdminKey = Annotated[AuthenticatedKey, Depends(require_scope(ADMIN))]

@@ -1,0 +1,76 @@
+"""Liveness and readiness.
+
+``/healthz`` is deliberately trivial (no I/O, no auth): it is also the throughput ceiling the
+request-path benchmarks compare against. ``/readyz`` checks what a request may need.
+"""
+
+# No ``from __future__ import annotations``: dependency-injector reads the ``Annotated``
+# markers from the live signature, and string annotations would hide them.
+
+import asyncio
+from typing import Annotated, Any
+
+from dependency_injector.wiring import Provide, inject
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+from redis.asyncio import Redis
+
+from app.api.deps import ApiKeyServiceDep
+from app.core.container import Container
+from app.repositories.base import RepositoryUnavailable
+from app.services.apikey_service import ApiKeyService
+from app.services.metrics import CacheMetrics
+
+router = APIRouter(tags=["health"])
+
+READINESS_TIMEOUT_SECONDS = 1.0
+
+RedisClientDep = Annotated[Redis | None, Depends(Provide[Container.redis_client])]
+BackendNameDep = Annotated[str, Depends(Provide[Container.config.APIKEY_CACHE_BACKEND])]
+MetricsDep = Annotated[CacheMetrics, Depends(Provide[Container.metrics])]
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+async def _database_status(service: ApiKeyService) -> str:
+    try:
+        await service.check_repository()
+    except RepositoryUnavailable:
+        return "unavailable"
+    return "ok"
+
+
+async def _redis_status(client: Redis | None, backend_name: str) -> str:
+    if backend_name == "memory" or client is None:
+        return "not used"
+    try:
+        async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
+            await client.ping()
+    except Exception:
+        return "unavailable"
+    return "ok"
+
+
+@router.get("/readyz", responses={503: {"description": "A dependency is unreachable"}})
+@inject
+async def readyz(
+    service: ApiKeyServiceDep,
+    redis_client: RedisClientDep,
+    backend_name: BackendNameDep,
+    metrics: MetricsDep,
+) -> JSONResponse:
+    checks = {
+        "database": await _database_status(service),
+        "redis": await _redis_status(redis_client, backend_name),
+    }
+    ready = all(state in ("ok", "not used") for state in checks.values())
+    body: dict[str, Any] = {
+        "status": "ready" if ready else "unavailable",
+        "checks": checks,
+        "cache_backend": backend_name,
+        "cache_metrics": metrics.snapshot(),
+    }
+    return JSONResponse(body, status_code=200 if ready else 503)

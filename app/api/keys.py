@@ -1,0 +1,80 @@
+"""Key management routes; every one needs a key with the ``admin`` scope."""
+
+# No ``from __future__ import annotations``: dependency-injector reads the ``Annotated``
+# markers from the live signature, and string annotations would hide them.
+
+from typing import Annotated
+
+from dependency_injector.wiring import inject
+from fastapi import APIRouter, Body, Path, status
+
+from app.api.deps import AdminKey, ApiKeyServiceDep
+from app.api.schemas import (
+    CacheInvalidationOut,
+    CreatedKeyOut,
+    CreateKeyRequest,
+    KeyListOut,
+    KeyOut,
+    RevokedKeyOut,
+    RotatedKeyOut,
+    RotateKeyRequest,
+)
+from app.core.keys import is_valid_prefix
+from app.services.apikey_service import UnknownKeyPrefix, utc_now
+
+router = APIRouter(prefix="/v1/keys", tags=["keys"])
+
+KeyPrefix = Annotated[str, Path(description="The public prefix, e.g. game_Ab3dE9xZ")]
+
+
+def _checked(prefix: str) -> str:
+    """A malformed prefix names no key: 404 without asking the database."""
+    if not is_valid_prefix(prefix):
+        raise UnknownKeyPrefix(prefix)
+    return prefix
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+@inject
+async def create_key(
+    body: CreateKeyRequest, _admin: AdminKey, service: ApiKeyServiceDep
+) -> CreatedKeyOut:
+    created = await service.create(body.name, body.scopes, body.expires_in)
+    return CreatedKeyOut.of(created)
+
+
+@router.get("")
+@inject
+async def list_keys(_admin: AdminKey, service: ApiKeyServiceDep) -> KeyListOut:
+    now = utc_now()
+    return KeyListOut(keys=[KeyOut.of(record, now) for record in await service.list_keys()])
+
+
+@router.post("/{prefix}/revoke")
+@inject
+async def revoke_key(
+    prefix: KeyPrefix, _admin: AdminKey, service: ApiKeyServiceDep
+) -> RevokedKeyOut:
+    result = await service.revoke(_checked(prefix))
+    key = KeyOut.of(result.record, utc_now())
+    return RevokedKeyOut(
+        **key.model_dump(), cache_invalidation=CacheInvalidationOut.of(result.invalidation)
+    )
+
+
+@router.post("/{prefix}/rotate", status_code=status.HTTP_201_CREATED)
+@inject
+async def rotate_key(
+    prefix: KeyPrefix,
+    _admin: AdminKey,
+    service: ApiKeyServiceDep,
+    body: Annotated[RotateKeyRequest | None, Body()] = None,
+) -> RotatedKeyOut:
+    grace_seconds = 0 if body is None else body.grace_seconds
+    result = await service.rotate(_checked(prefix), grace_seconds)
+    created = CreatedKeyOut.of(result.new_key)
+    return RotatedKeyOut(
+        **created.model_dump(),
+        old_key=KeyOut.of(result.old_record, utc_now()),
+        cache_invalidation=CacheInvalidationOut.of(result.invalidation),
+    )

@@ -1,0 +1,112 @@
+"""Request and response bodies. No response model has a field for a digest; only
+``CreatedKeyOut.key`` carries a plaintext, once, at creation."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.repositories.base import ApiKeyRecord
+from app.services.apikey_service import AuthenticatedKey, CreatedKey
+from app.services.invalidation import InvalidationReport, InvalidationScope
+
+
+class CreateKeyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    scopes: list[str] = Field(default_factory=list, max_length=10)
+    expires_in: int | None = Field(default=None, ge=1, description="Lifetime in seconds")
+
+
+class RotateKeyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    grace_seconds: int = Field(
+        default=0, ge=0, description="How long the old key keeps working after the rotation"
+    )
+
+
+class MeOut(BaseModel):
+    prefix: str
+    scopes: list[str]
+    expires_at: datetime | None
+
+    @classmethod
+    def of(cls, key: AuthenticatedKey) -> MeOut:
+        return cls(prefix=key.prefix, scopes=sorted(key.scopes), expires_at=key.expires_at)
+
+
+class KeyOut(BaseModel):
+    prefix: str
+    name: str
+    scopes: list[str]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    active: bool
+
+    @classmethod
+    def of(cls, record: ApiKeyRecord, now: datetime) -> KeyOut:
+        return cls(
+            prefix=record.prefix,
+            name=record.name,
+            scopes=list(record.scopes),
+            created_at=record.created_at,
+            expires_at=record.expires_at,
+            revoked_at=record.revoked_at,
+            active=record.is_active(now),
+        )
+
+
+class KeyListOut(BaseModel):
+    keys: list[KeyOut]
+
+
+class CreatedKeyOut(BaseModel):
+    key: str = Field(description="The key itself: shown this once, store it now")
+    prefix: str
+    name: str
+    scopes: list[str]
+    created_at: datetime
+    expires_at: datetime | None
+
+    @classmethod
+    def of(cls, created: CreatedKey) -> CreatedKeyOut:
+        record = created.record
+        return cls(
+            key=created.plaintext,
+            prefix=record.prefix,
+            name=record.name,
+            scopes=list(record.scopes),
+            created_at=record.created_at,
+            expires_at=record.expires_at,
+        )
+
+
+class CacheInvalidationOut(BaseModel):
+    confirmed: bool
+    scope: InvalidationScope
+    detail: str
+    acknowledged: int | None
+    expected: int | None
+
+    @classmethod
+    def of(cls, report: InvalidationReport) -> CacheInvalidationOut:
+        return cls(
+            confirmed=report.confirmed,
+            scope=report.scope,
+            detail=report.detail,
+            acknowledged=report.acknowledged,
+            expected=report.expected,
+        )
+
+
+class RevokedKeyOut(KeyOut):
+    cache_invalidation: CacheInvalidationOut
+
+
+class RotatedKeyOut(CreatedKeyOut):
+    old_key: KeyOut
+    cache_invalidation: CacheInvalidationOut

@@ -1,0 +1,88 @@
+"""The application factory: builds the container, wires it, owns the lifespan.
+
+``create_app()`` wires the container itself rather than in the lifespan, because httpx's
+``ASGITransport`` (and so every in-process test) never runs the lifespan.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from app.api import health, keys, me
+from app.api.deps import API_KEY_SCHEME_NAME, HEADER_NAME_STATE
+from app.api.errors import register_error_handlers
+from app.api.worker_id import WorkerIdMiddleware
+from app.core.container import Container, build_container
+from configs import Settings, load_settings
+
+logger = logging.getLogger(__name__)
+
+WIRED_MODULES = ["app.api.deps", "app.api.health", "app.api.keys", "app.api.me"]
+
+
+async def close_container_resources(container: Container) -> None:
+    """Close what the container opened: the Redis client (``aclose``) and the database engine."""
+    redis_client = container.redis_client()
+    if redis_client is not None:
+        await redis_client.aclose()
+    await container.database_engine().dispose()
+
+
+def _lifespan(container: Container) -> Callable[[FastAPI], Any]:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await close_container_resources(container)
+
+    return lifespan
+
+
+def _openapi_with_header_name(app: FastAPI, header_name: str) -> Callable[[], dict[str, Any]]:
+    """The OpenAPI document with the configured header name in the API-key scheme.
+
+    The scheme is declared once with the default name; this keeps ``/docs`` and its
+    "Authorize" button in step with ``APIKEY_HEADER_NAME``.
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            schemes = schema.get("components", {}).get("securitySchemes", {})
+            if API_KEY_SCHEME_NAME in schemes:
+                schemes[API_KEY_SCHEME_NAME]["name"] = header_name
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    return openapi
+
+
+def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
+    """The FastAPI app over ``container`` (built from ``settings`` when not given)."""
+    if container is None:
+        container = build_container(settings if settings is not None else load_settings())
+    container.wire(modules=WIRED_MODULES)
+    header_name: str = container.config.APIKEY_HEADER_NAME()
+
+    app = FastAPI(
+        title="game-api",
+        summary="A game's public API, authenticated with API keys",
+        version="0.1.0",
+        lifespan=_lifespan(container),
+    )
+    app.state.container = container
+    setattr(app.state, HEADER_NAME_STATE, header_name)
+    register_error_handlers(app)
+    for router in (health.router, me.router, keys.router):
+        app.include_router(router)
+    if container.config.EXPOSE_WORKER_ID():
+        app.add_middleware(WorkerIdMiddleware)
+    app.openapi = _openapi_with_header_name(app, header_name)  # type: ignore[method-assign]
+    return app
