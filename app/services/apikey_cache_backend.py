@@ -26,6 +26,7 @@ from types import SimpleNamespace
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from app.clients.redis_client import build_redis_client
 from app.services.invalidation import InvalidationReport
@@ -166,6 +167,11 @@ def encode_value(value: SimpleNamespace) -> bytes:
     ).encode("utf-8")
 
 
+def is_wrong_type(reply: object) -> bool:
+    """Whether ``reply`` is Redis refusing a GET because a hash, list, ... sits under the key."""
+    return isinstance(reply, ResponseError) and str(reply).startswith("WRONGTYPE")
+
+
 def decode_value(raw: Any) -> SimpleNamespace | None:
     """Decode our JSON; anything else (foreign, corrupt, oversized) gives ``None``."""
     if not isinstance(raw, bytes | str) or len(raw) > _MAX_VALUE_BYTES:
@@ -206,7 +212,14 @@ class RedisApiKeyCacheBackend:
 
     async def get(self, cache_key: str) -> SimpleNamespace | None:
         key = self.redis_key(cache_key)
-        raw = await self._client.get(key)
+        raw: bytes | str | ResponseError | None
+        try:
+            raw = await self._client.get(key)
+        except ResponseError as exc:
+            # A foreign type under our prefix is garbage like any other, not an outage.
+            if not is_wrong_type(exc):
+                raise
+            raw = exc
         if raw is None:
             return None
         value = decode_value(raw)
@@ -221,7 +234,11 @@ class RedisApiKeyCacheBackend:
         async with self._client.pipeline(transaction=False) as pipe:
             pipe.get(key)
             pipe.pttl(key)
-            raw, pttl = await pipe.execute()
+            raw, pttl = await pipe.execute(raise_on_error=False)
+        if isinstance(raw, Exception) and not is_wrong_type(raw):
+            raise raw
+        if isinstance(pttl, Exception):
+            raise pttl
         if raw is None:
             return None, 0.0
         value = decode_value(raw)
