@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     # Adds an ``X-Worker-Id`` (process id) response header, so multi-worker tests can tell which
     # gunicorn worker answered. Off in real deployments.
     EXPOSE_WORKER_ID: bool = False
+    # Adds ``GET /bench/redis-get`` (one raw Redis GET per request), the limit the benchmark
+    # compares the redis backend with. Off in real deployments.
+    BENCH_ROUTES: bool = False
 
     @field_validator("REDIS_URL", mode="before")
     @classmethod
