@@ -18,19 +18,12 @@ from app.api.deps import API_KEY_SCHEME_NAME, HEADER_NAME_STATE
 from app.api.errors import register_error_handlers
 from app.api.worker_id import WorkerIdMiddleware
 from app.core.container import Container, build_container
+from app.core.resources import close_container_resources
 from configs import Settings, load_settings
 
 logger = logging.getLogger(__name__)
 
 WIRED_MODULES = ["app.api.deps", "app.api.health", "app.api.keys", "app.api.me"]
-
-
-async def close_container_resources(container: Container) -> None:
-    """Close what the container opened: the Redis client (``aclose``) and the database engine."""
-    redis_client = container.redis_client()
-    if redis_client is not None:
-        await redis_client.aclose()
-    await container.database_engine().dispose()
 
 
 def _lifespan(container: Container) -> Callable[[FastAPI], Any]:

@@ -1,0 +1,16 @@
+"""Closing what a container opened, shared by the app's lifespan and the command line."""
+
+from __future__ import annotations
+
+from app.core.container import Container
+
+
+async def close_container_resources(container: Container) -> None:
+    """Close the Redis client (``aclose``; ``close`` is deprecated) and dispose the engine.
+
+    Both were created lazily, so asking for them here opens no connection.
+    """
+    redis_client = container.redis_client()
+    if redis_client is not None:
+        await redis_client.aclose()
+    await container.database_engine().dispose()
