@@ -94,6 +94,11 @@ class CircuitBreakingCacheBackend:
         try:
             async with asyncio.timeout(self._timeout if bounded else None):
                 result = await operation()
+        except asyncio.CancelledError:
+            # The caller went away (a client hung up): no verdict on the cache, but the probe
+            # slot must be freed, or an open circuit would never probe again.
+            self._probe_in_flight = False
+            raise
         except Exception as exc:
             self._record_failure(exc)
             raise

@@ -15,6 +15,7 @@ from datetime import datetime
 from types import SimpleNamespace
 
 from app.repositories.base import ApiKeyRecord, ApiKeyRepository, RepositoryUnavailable
+from app.repositories.memory import InMemoryApiKeyRepository
 from app.services.cache_contracts import CoherentCacheBackend
 from app.services.invalidation import InvalidationReport
 
@@ -34,6 +35,10 @@ class ControlledRepository:
         self._pause_armed = False
         self.read_done = asyncio.Event()
         self._released = asyncio.Event()
+
+    @classmethod
+    def in_memory(cls) -> ControlledRepository:
+        return cls(InMemoryApiKeyRepository())
 
     @property
     def digest_lookups(self) -> int:
