@@ -21,16 +21,14 @@ from app.services.apikey_service import ApiKeyService, CreatedKey, InvalidApiKey
 from app.services.circuit_breaker import CircuitBreakingCacheBackend
 from app.services.invalidation import InvalidationReport
 from app.services.metrics import CacheMetrics
-from tests.correctness.support import ControlledRepository, CountingCache, ManualClock, wait_until
+from tests.correctness.support import ControlledRepository, CountingCache, ManualClock
 
 THRESHOLD = 3
 RESET_SECONDS = 5.0
 
 
 class Setup:
-    def __init__(
-        self, fake_server: fakeredis.FakeServer, client: Redis, key_prefix: str
-    ) -> None:
+    def __init__(self, fake_server: fakeredis.FakeServer, client: Redis, key_prefix: str) -> None:
         self.server = fake_server
         self.clock = ManualClock()
         self.metrics = CacheMetrics()
