@@ -46,8 +46,24 @@ def real_redis_backend(context: BackendContext) -> CoherentCacheBackend:
     return RedisApiKeyCacheBackend(client, key_prefix=context.key_prefix)
 
 
+def tiered_backend_on(client_fixture: str) -> BackendFactory:
+    """The tiered backend on the client of ``client_fixture``, its listener stopped at teardown."""
+
+    def factory(context: BackendContext) -> CoherentCacheBackend:
+        client = context.fixture(client_fixture)
+        assert isinstance(client, Redis)
+        make = context.fixture("tiered_factory")
+        assert callable(make)
+        backend: CoherentCacheBackend = make(client, context.key_prefix)
+        return backend
+
+    return factory
+
+
 BACKEND_FACTORIES: dict[str, BackendFactory] = {
     "memory": memory_backend,
     "fakeredis": fakeredis_backend,
     "redis": real_redis_backend,
+    "tiered-fakeredis": tiered_backend_on("fake_redis"),
+    "tiered-redis": tiered_backend_on("real_redis"),
 }

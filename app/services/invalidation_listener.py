@@ -1,0 +1,376 @@
+"""The tiered cache's invalidation channel: one listener per process, and the broadcast side.
+
+Every process subscribes to ``<key prefix>invalidate`` and to a reply channel of its own. An
+invalidation is a PUBLISH of ``{"id", "key", "reply"}`` (``key`` null = flush everything);
+each subscriber evicts from its L1 and then acknowledges with a PUBLISH of ``{"id", "by"}`` on the
+publisher's reply channel. PUBLISH returns how many subscribers received the message, so the
+publisher knows how many acknowledgements to wait for.
+
+Why acknowledgements travel over pub/sub rather than through an ack list (RPUSH + BLPOP): the
+publisher's listener is already subscribed, so an ack costs one PUBLISH and no keys, no expiry,
+no polling and no blocking command that would hold a pooled connection past its socket timeout;
+an ack that arrives after the publisher gave up is simply dropped.
+
+Why the listener watches itself so closely: redis-py's asyncio ``PubSub`` reconnects and
+re-subscribes silently, and messages published in the gap are lost. So:
+
+* every subscribe confirmation of the invalidation channel flushes the L1 before it is trusted
+  again (the first one too: nothing cached before it can be vouched for);
+* a reconnect of the listener's connection marks the L1 untrusted at once (a connect callback
+  runs before the re-subscription is even answered);
+* a watchdog sends a PING whenever no frame arrived for ``watchdog_interval_seconds`` and tears
+  the connection down when the PONG does not come within as long again — ``check_health`` only
+  writes a PING, which succeeds on a half-open socket;
+* any error marks the L1 untrusted, and the listener reconnects with a capped backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.connection import AbstractConnection
+
+from app.services.circuit_breaker import CircuitBreakingCacheBackend
+from app.services.local_tier import LocalTier
+
+logger = logging.getLogger(__name__)
+
+_MIN_RECONNECT_DELAY = 0.05
+_MAX_RECONNECT_DELAY = 1.0
+_MAX_MESSAGE_BYTES = 1_024
+
+
+class ListenerStalled(Exception):
+    """No frame, not even a PONG, arrived in time: the connection is presumed dead."""
+
+
+@dataclass(frozen=True, slots=True)
+class Invalidation:
+    """One message on the invalidation channel."""
+
+    message_id: str
+    cache_key: str | None
+    reply_to: str | None
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {"id": self.message_id, "key": self.cache_key, "reply": self.reply_to},
+            separators=(",", ":"),
+        ).encode("utf-8")
+
+
+def decode_invalidation(raw: Any) -> Invalidation | None:
+    """Our message, or ``None`` for anything foreign or corrupt."""
+    data = _json_object(raw)
+    if data is None or set(data) != {"id", "key", "reply"}:
+        return None
+    message_id, cache_key, reply_to = data["id"], data["key"], data["reply"]
+    if not isinstance(message_id, str) or not (cache_key is None or isinstance(cache_key, str)):
+        return None
+    if not (reply_to is None or isinstance(reply_to, str)):
+        return None
+    return Invalidation(message_id=message_id, cache_key=cache_key, reply_to=reply_to)
+
+
+def _json_object(raw: Any) -> dict[str, Any] | None:
+    if not isinstance(raw, bytes | str) or len(raw) > _MAX_MESSAGE_BYTES:
+        return None
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+@dataclass(frozen=True, slots=True)
+class AckCount:
+    """How a broadcast went: ``acknowledged`` of ``expected`` receivers evicted in time.
+
+    ``listening`` is false when this process's own listener was not subscribed, so it could not
+    have heard any acknowledgement.
+    """
+
+    acknowledged: int
+    expected: int
+    listening: bool
+
+    @property
+    def complete(self) -> bool:
+        return self.acknowledged >= self.expected
+
+
+class _AckWaiter:
+    """Collects the distinct acknowledgers of one message; wakes the publisher when enough."""
+
+    def __init__(self) -> None:
+        self.acknowledgers: set[str] = set()
+        self.expected: int | None = None
+        self.done = asyncio.Event()
+
+    def acknowledge(self, by: str) -> None:
+        self.acknowledgers.add(by)
+        self._check()
+
+    def expect(self, receivers: int) -> None:
+        self.expected = receivers
+        self._check()
+
+    def _check(self) -> None:
+        if self.expected is not None and len(self.acknowledgers) >= self.expected:
+            self.done.set()
+
+
+class InvalidationListener:
+    """Keeps this process's L1 coherent with every other process's writes; see module doc."""
+
+    def __init__(
+        self,
+        client: Redis,
+        channel: str,
+        tier: LocalTier,
+        guard: CircuitBreakingCacheBackend,
+        *,
+        watchdog_interval_seconds: float = 1.0,
+    ) -> None:
+        if watchdog_interval_seconds <= 0:
+            raise ValueError("watchdog_interval_seconds must be positive")
+        self._client = client
+        self._channel = channel
+        self._tier = tier
+        self._guard = guard
+        self._watchdog_interval = watchdog_interval_seconds
+        self._listener_id = uuid.uuid4().hex
+        self._reply_prefix = f"{channel}:ack:"
+        self._reply_channel = self._reply_prefix + self._listener_id
+        self._confirmed: set[str] = set()
+        self._waiters: dict[str, _AckWaiter] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready: asyncio.Event | None = None
+        self._closing = False
+        self.subscriptions = 0
+        """How many times the invalidation channel was (re)subscribed (each flushed the L1)."""
+
+    @property
+    def channel(self) -> str:
+        return self._channel
+
+    @property
+    def healthy(self) -> bool:
+        """Subscribed to both channels on a connection that answered the watchdog in time."""
+        return len(self._confirmed) == 2 and self._tier.trusted
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def ensure_running(self) -> None:
+        """Start the listener in the running loop (lazily: the container predates the loop)."""
+        loop = asyncio.get_running_loop()
+        if self._task is not None and self._loop is loop and not self._task.done():
+            return
+        if self._loop is not loop:
+            # A previous loop is gone with its task and its waiters; nothing it saw counts.
+            self._lose("event loop changed")
+            self._waiters.clear()
+        self._loop = loop
+        self._ready = asyncio.Event()
+        self._closing = False
+        self._task = loop.create_task(self._run(), name=f"invalidation-listener:{self._channel}")
+
+    async def wait_healthy(self, timeout_seconds: float) -> bool:
+        """Start if needed and wait, up to ``timeout_seconds``, until subscribed."""
+        self.ensure_running()
+        if self.healthy:
+            return True
+        ready = self._ready
+        assert ready is not None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(timeout_seconds, 0.0)):
+                await ready.wait()
+        return self.healthy
+
+    async def aclose(self) -> None:
+        """Unsubscribe and stop; the L1 is untrusted until the listener runs again."""
+        task, self._task = self._task, None
+        self._closing = True
+        # A task of a loop that is gone cannot be awaited here; that loop took it down.
+        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._lose("closed")
+
+    # -- broadcast --------------------------------------------------------------------------
+
+    async def broadcast(self, cache_key: str | None, *, timeout_seconds: float) -> AckCount:
+        """Publish an eviction (``None`` = flush) and wait for every receiver's ack, bounded.
+
+        A failed PUBLISH raises ``CacheUnavailable`` (through the breaker): an invalidation
+        that reached nobody must not look like one that reached everybody.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_seconds
+        listening = await self.wait_healthy(timeout_seconds)
+        message = Invalidation(
+            message_id=uuid.uuid4().hex,
+            cache_key=cache_key,
+            reply_to=self._reply_channel if listening else None,
+        )
+        waiter = _AckWaiter()
+        self._waiters[message.message_id] = waiter
+        try:
+            receivers = await self._guard.require(
+                lambda: self._client.publish(self._channel, message.encode())
+            )
+            waiter.expect(int(receivers))
+            if listening and not waiter.done.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(deadline):
+                        await waiter.done.wait()
+            return AckCount(
+                acknowledged=len(waiter.acknowledgers),
+                expected=int(receivers),
+                listening=listening,
+            )
+        finally:
+            self._waiters.pop(message.message_id, None)
+
+    # -- the listening task -----------------------------------------------------------------
+
+    async def _run(self) -> None:
+        delay = _MIN_RECONNECT_DELAY
+        while not self._closing:
+            subscriptions_before = self.subscriptions
+            with contextlib.suppress(Exception):
+                await self._listen()
+            if self.subscriptions != subscriptions_before:
+                delay = _MIN_RECONNECT_DELAY
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _MAX_RECONNECT_DELAY)
+
+    async def _listen(self) -> None:
+        pubsub = self._client.pubsub()
+        connection: AbstractConnection | None = None
+        try:
+            await pubsub.subscribe(self._channel, self._reply_channel)
+            connection = pubsub.connection
+            if connection is not None:
+                connection.register_connect_callback(self._on_reconnect)
+            await self._pump(pubsub)
+        except Exception as exc:
+            self._lose(f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            self._lose("stopped")
+            if connection is not None:
+                connection.deregister_connect_callback(self._on_reconnect)  # type: ignore[no-untyped-call]
+            await self._release(pubsub)
+
+    async def _pump(self, pubsub: PubSub) -> None:
+        """Read frames forever; the watchdog raises ``ListenerStalled`` on silence."""
+        loop = asyncio.get_running_loop()
+        last_frame_at = loop.time()
+        ping_sent_at: float | None = None
+        while True:
+            now = loop.time()
+            if ping_sent_at is None:
+                wait = last_frame_at + self._watchdog_interval - now
+                if wait <= 0:
+                    await pubsub.ping()
+                    ping_sent_at = now
+                    continue
+            else:
+                wait = ping_sent_at + self._watchdog_interval - now
+                if wait <= 0:
+                    raise ListenerStalled(f"no frame for {2 * self._watchdog_interval:.1f}s")
+            frame = await pubsub.get_message(timeout=wait)
+            if frame is None:
+                continue
+            last_frame_at = loop.time()
+            ping_sent_at = None
+            await self._dispatch(frame)
+
+    async def _dispatch(self, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        channel = _text(frame.get("channel"))
+        if kind == "subscribe":
+            self._on_subscribed(channel)
+        elif kind == "message" and channel == self._channel:
+            await self._apply(frame.get("data"))
+        elif kind == "message" and channel == self._reply_channel:
+            self._record_ack(frame.get("data"))
+        elif kind == "unsubscribe" and channel in self._confirmed and not self._closing:
+            self._lose("unsubscribed")
+
+    def _on_subscribed(self, channel: str | None) -> None:
+        if channel == self._channel:
+            # Whatever was published while we were not subscribed is lost: start from empty.
+            self._tier.flush()
+            self._tier.trusted = True
+            self.subscriptions += 1
+            if self.subscriptions > 1:
+                logger.warning("API-key invalidation channel re-subscribed: local cache flushed")
+        if channel in (self._channel, self._reply_channel):
+            self._confirmed.add(channel)
+        if self.healthy and self._ready is not None:
+            self._ready.set()
+
+    async def _apply(self, raw: Any) -> None:
+        message = decode_invalidation(raw)
+        if message is None:
+            logger.warning("unreadable message on the invalidation channel: local cache flushed")
+            self._tier.flush()
+            return
+        if message.cache_key is None:
+            self._tier.flush()
+        else:
+            self._tier.evict(message.cache_key)
+        reply_to = message.reply_to
+        if reply_to is not None and reply_to.startswith(self._reply_prefix):
+            ack = json.dumps({"id": message.message_id, "by": self._listener_id})
+            await self._guard.attempt(lambda: self._client.publish(reply_to, ack), 0)
+
+    def _record_ack(self, raw: Any) -> None:
+        data = _json_object(raw)
+        if data is None:
+            return
+        waiter = self._waiters.get(str(data.get("id")))
+        if waiter is not None and isinstance(data.get("by"), str):
+            waiter.acknowledge(data["by"])
+
+    def _on_reconnect(self, connection: AbstractConnection) -> None:
+        """redis-py reconnected under us: nothing is trusted until the re-subscription lands."""
+        self._lose("reconnected")
+
+    def _lose(self, reason: str) -> None:
+        was_trusted = self._tier.trusted
+        self._tier.trusted = False
+        self._confirmed.clear()
+        if self._ready is not None:
+            self._ready.clear()
+        if was_trusted and not self._closing:
+            logger.warning(
+                "API-key invalidation listener lost (%s): bypassing the local cache", reason
+            )
+
+    async def _release(self, pubsub: PubSub) -> None:
+        """Best effort: on a clean stop unsubscribe first, so we stop counting as a receiver."""
+        with contextlib.suppress(Exception):
+            if self._closing:
+                async with asyncio.timeout(self._watchdog_interval):
+                    await pubsub.unsubscribe()
+        with contextlib.suppress(Exception):
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return value if isinstance(value, str) else None

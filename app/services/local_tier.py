@@ -1,0 +1,113 @@
+"""The per-process first tier (L1) of the tiered key cache.
+
+A bounded LRU of ``(apiKey, active)`` values with monotonic-clock expiry, plus the two pieces of
+state that make it safe to sit in front of a shared cache:
+
+* ``trusted`` — set by the invalidation listener only while it is subscribed. The hit path
+  consults the L1 only when it is true; while it is false the L1 is bypassed (and used only as a
+  last resort when the shared tier cannot be reached at all).
+* fill tickets — a fill records the invalidation epoch when its shared-tier read starts; an
+  eviction of the same key (or a flush) that happens while the read is in flight bumps the epoch,
+  and the fill is then dropped. Without it an invalidation that overtakes a slow read would be
+  undone when the read completes, and the revoked value would live on in this process.
+
+Everything here is synchronous and touched only from the event-loop thread, so no lock is needed
+and a hit is a dict lookup.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+_monotonic = time.monotonic
+
+
+@dataclass(frozen=True, slots=True)
+class FillTicket:
+    """Taken before a shared-tier read; says whether the result may still go into the L1."""
+
+    epoch: int
+    started_at: float
+
+
+class LocalTier:
+    """Bounded LRU with expiry and fill tickets; see the module docstring for why."""
+
+    def __init__(self, max_entries: int, max_ttl_seconds: float) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        if max_ttl_seconds < 0:
+            raise ValueError("max_ttl_seconds must not be negative")
+        self.trusted = False
+        self._max_entries = max_entries
+        self._max_ttl = float(max_ttl_seconds)
+        # cache key -> (expires_at, apiKey, active); a tuple keeps the hit path allocation-free
+        # apart from the copy it returns.
+        self._entries: OrderedDict[str, tuple[float, str, bool]] = OrderedDict()
+        self._epoch = 0
+        self._flushed_at = 0
+        self._reads_in_flight: dict[str, int] = {}
+        self._evicted_at: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def lookup(self, cache_key: str) -> SimpleNamespace | None:
+        """A live entry as a fresh namespace (callers may mutate it), else ``None``."""
+        entry = self._entries.get(cache_key)
+        if entry is None or entry[0] <= _monotonic():
+            return None
+        self._entries.move_to_end(cache_key)
+        return SimpleNamespace(apiKey=entry[1], active=entry[2])
+
+    def begin_fill(self, cache_key: str) -> FillTicket:
+        self._reads_in_flight[cache_key] = self._reads_in_flight.get(cache_key, 0) + 1
+        return FillTicket(epoch=self._epoch, started_at=_monotonic())
+
+    def end_fill(
+        self,
+        cache_key: str,
+        ticket: FillTicket,
+        value: SimpleNamespace | None,
+        shared_ttl_seconds: float,
+    ) -> bool:
+        """Release ``ticket``; store ``value`` when nothing invalidated it meanwhile.
+
+        The entry expires at ``min(shared TTL, max L1 TTL)`` counted from when the read
+        *started*, so it can never outlive the shared entry it copies. ``True`` when stored.
+        """
+        allowed = (
+            self.trusted
+            and self._flushed_at <= ticket.epoch
+            and self._evicted_at.get(cache_key, 0) <= ticket.epoch
+        )
+        remaining = self._reads_in_flight.get(cache_key, 1) - 1
+        if remaining > 0:
+            self._reads_in_flight[cache_key] = remaining
+        else:
+            self._reads_in_flight.pop(cache_key, None)
+            self._evicted_at.pop(cache_key, None)
+        ttl = min(shared_ttl_seconds, self._max_ttl)
+        if not allowed or value is None or ttl <= 0:
+            return False
+        self._entries[cache_key] = (ticket.started_at + ttl, value.apiKey, bool(value.active))
+        self._entries.move_to_end(cache_key)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+        return True
+
+    def evict(self, cache_key: str) -> None:
+        """Drop one entry and void every fill of it that is still in flight."""
+        self._epoch += 1
+        if cache_key in self._reads_in_flight:
+            self._evicted_at[cache_key] = self._epoch
+        self._entries.pop(cache_key, None)
+
+    def flush(self) -> None:
+        """Drop every entry and void every fill in flight."""
+        self._epoch += 1
+        self._flushed_at = self._epoch
+        self._entries.clear()
