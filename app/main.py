@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.api import health, keys, me
+from app.api import bench_routes, health, keys, me
 from app.api.deps import API_KEY_SCHEME_NAME, HEADER_NAME_STATE
 from app.api.errors import register_error_handlers
 from app.api.worker_id import WorkerIdMiddleware
@@ -24,6 +24,7 @@ from configs import Settings, load_settings
 logger = logging.getLogger(__name__)
 
 WIRED_MODULES = ["app.api.deps", "app.api.health", "app.api.keys", "app.api.me"]
+BENCH_MODULES = ["app.api.bench_routes"]
 
 
 def _lifespan(container: Container) -> Callable[[FastAPI], Any]:
@@ -61,7 +62,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     """The FastAPI app over ``container`` (built from ``settings`` when not given)."""
     if container is None:
         container = build_container(settings if settings is not None else load_settings())
-    container.wire(modules=WIRED_MODULES)
+    with_bench_routes: bool = container.config.BENCH_ROUTES()
+    container.wire(modules=WIRED_MODULES + (BENCH_MODULES if with_bench_routes else []))
     header_name: str = container.config.APIKEY_HEADER_NAME()
 
     app = FastAPI(
@@ -75,6 +77,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     register_error_handlers(app)
     for router in (health.router, me.router, keys.router):
         app.include_router(router)
+    if with_bench_routes:
+        app.include_router(bench_routes.router)
     if container.config.EXPOSE_WORKER_ID():
         app.add_middleware(WorkerIdMiddleware)
     app.openapi = _openapi_with_header_name(app, header_name)  # type: ignore[method-assign]

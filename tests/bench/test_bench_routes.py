@@ -1,0 +1,71 @@
+"""``GET /bench/redis-get`` exists only with ``BENCH_ROUTES`` and does one raw Redis GET."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import fakeredis
+import httpx
+import pytest
+from dependency_injector import providers
+
+from app.api.bench_routes import RAW_GET_KEY_SUFFIX
+from app.core.container import Container, build_container
+from app.main import create_app
+from app.repositories.memory import InMemoryApiKeyRepository
+from configs import Settings
+
+
+def _container(fake_redis: fakeredis.FakeAsyncRedis, bench_routes: bool) -> Container:
+    settings = Settings(
+        _env_file=None,
+        APIKEY_CACHE_BACKEND="redis",
+        REDIS_URL="redis://127.0.0.1:1/0",
+        APIKEY_CACHE_REDIS_KEY_PREFIX="bench-test:",
+        BENCH_ROUTES=bench_routes,
+    )
+    container = build_container(settings)
+    container.redis_client.override(providers.Object(fake_redis))
+    container.apikey_repository.override(providers.Object(InMemoryApiKeyRepository()))
+    return container
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[fakeredis.FakeAsyncRedis]:
+    client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def _get(container: Container, path: str) -> httpx.Response:
+    app = create_app(container=container)
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            return await client.get(path)
+    finally:
+        container.unwire()
+
+
+async def test_route_absent_by_default(fake: fakeredis.FakeAsyncRedis) -> None:
+    response = await _get(_container(fake, bench_routes=False), "/bench/redis-get")
+    assert response.status_code == 404
+
+
+async def test_route_reads_the_fixed_key_under_the_prefix(
+    fake: fakeredis.FakeAsyncRedis,
+) -> None:
+    container = _container(fake, bench_routes=True)
+    assert (await _get(container, "/bench/redis-get")).json() == {"found": False}
+
+    await fake.set("bench-test:" + RAW_GET_KEY_SUFFIX, b'{"apiKey":"game_AAAAAAAA","active":true}')
+    response = await _get(_container(fake, bench_routes=True), "/bench/redis-get")
+    assert response.status_code == 200
+    assert response.json() == {"found": True}
+
+
+async def test_route_is_not_in_the_openapi_document(fake: fakeredis.FakeAsyncRedis) -> None:
+    response = await _get(_container(fake, bench_routes=True), "/openapi.json")
+    assert "/bench/redis-get" not in response.json()["paths"]
