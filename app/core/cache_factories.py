@@ -14,6 +14,7 @@ from app.services.apikey_cache_backend import InMemoryApiKeyCacheBackend, RedisA
 from app.services.cache_contracts import CoherentCacheBackend
 from app.services.circuit_breaker import CircuitBreakingCacheBackend
 from app.services.metrics import CacheMetrics
+from app.services.tiered_cache_backend import TieredApiKeyCacheBackend
 
 logger = logging.getLogger(__name__)
 
@@ -52,4 +53,31 @@ def guarded_redis_backend(
         reset_after_seconds=reset_after_seconds,
         operation_timeout_seconds=operation_timeout_ms / 1000.0,
         metrics=metrics,
+    )
+
+
+def guarded_tiered_backend(
+    client: Redis,
+    key_prefix: str,
+    failure_threshold: int,
+    reset_after_seconds: float,
+    operation_timeout_ms: int,
+    metrics: CacheMetrics,
+    l1_ttl_seconds: int,
+    l1_max_entries: int,
+    ack_timeout_ms: int,
+) -> TieredApiKeyCacheBackend:
+    """A per-process L1 over the guarded Redis backend, kept coherent over pub/sub."""
+    return TieredApiKeyCacheBackend(
+        guarded_redis_backend(
+            client,
+            key_prefix=key_prefix,
+            failure_threshold=failure_threshold,
+            reset_after_seconds=reset_after_seconds,
+            operation_timeout_ms=operation_timeout_ms,
+            metrics=metrics,
+        ),
+        l1_ttl_seconds=l1_ttl_seconds,
+        l1_max_entries=l1_max_entries,
+        ack_timeout_ms=ack_timeout_ms,
     )

@@ -9,7 +9,11 @@ from __future__ import annotations
 from dependency_injector import containers, providers
 
 from app.clients.redis_client import build_optional_redis_client
-from app.core.cache_factories import guarded_redis_backend, shared_cache_or_memory
+from app.core.cache_factories import (
+    guarded_redis_backend,
+    guarded_tiered_backend,
+    shared_cache_or_memory,
+)
 from app.db.engine import build_engine, build_session_factory
 from app.repositories.sql import SqlApiKeyRepository
 from app.services.apikey_cache_backend import InMemoryApiKeyCacheBackend
@@ -52,10 +56,29 @@ class Container(containers.DeclarativeContainer):
         backend_name="redis",
     )
 
+    tiered_cache = providers.Singleton(
+        shared_cache_or_memory,
+        client=redis_client,
+        shared=providers.Factory(
+            guarded_tiered_backend,
+            key_prefix=config.APIKEY_CACHE_REDIS_KEY_PREFIX,
+            failure_threshold=config.CACHE_BREAKER_FAILURE_THRESHOLD,
+            reset_after_seconds=config.CACHE_BREAKER_RESET_SECONDS,
+            operation_timeout_ms=config.REDIS_SOCKET_TIMEOUT_MS,
+            metrics=metrics,
+            l1_ttl_seconds=config.APIKEY_CACHE_L1_TTL_SECONDS,
+            l1_max_entries=config.APIKEY_CACHE_L1_MAX_ENTRIES,
+            ack_timeout_ms=config.APIKEY_INVALIDATION_ACK_TIMEOUT_MS,
+        ).provider,
+        memory=memory_cache.provider,
+        backend_name="tiered",
+    )
+
     apikey_cache = providers.Selector(
         config.APIKEY_CACHE_BACKEND,
         memory=memory_cache,
         redis=redis_cache,
+        tiered=tiered_cache,
     )
 
     database_engine = providers.Singleton(

@@ -296,16 +296,26 @@ class RedisApiKeyCacheBackend:
 def build_apikey_cache_backend(
     backend_name: str, redis_url: str | None, redis_key_prefix: str = DEFAULT_KEY_PREFIX
 ) -> ApiKeyCacheBackend:
-    """Pick a backend by name; ``"redis"`` without a URL falls back to memory with a warning."""
+    """Pick a backend by name; ``"redis"`` or ``"tiered"`` without a URL falls back to memory
+    with a warning.
+    """
     if backend_name == "memory":
         return InMemoryApiKeyCacheBackend()
-    if backend_name == "redis":
+    if backend_name in ("redis", "tiered"):
         if not redis_url:
             logger.warning(
-                "APIKEY_CACHE_BACKEND=redis but REDIS_URL is not set: using the in-memory cache"
+                "APIKEY_CACHE_BACKEND=%s but REDIS_URL is not set: using the in-memory cache",
+                backend_name,
             )
             return InMemoryApiKeyCacheBackend()
-        return RedisApiKeyCacheBackend(build_redis_client(redis_url), key_prefix=redis_key_prefix)
+        shared = RedisApiKeyCacheBackend(build_redis_client(redis_url), key_prefix=redis_key_prefix)
+        if backend_name == "redis":
+            return shared
+        # Imported here: the tiered backend is built on this module.
+        from app.services.circuit_breaker import CircuitBreakingCacheBackend
+        from app.services.tiered_cache_backend import TieredApiKeyCacheBackend
+
+        return TieredApiKeyCacheBackend(CircuitBreakingCacheBackend(shared))
     raise ValueError(
-        f"unknown API-key cache backend {backend_name!r}: expected 'memory' or 'redis'"
+        f"unknown API-key cache backend {backend_name!r}: expected 'memory', 'redis' or 'tiered'"
     )

@@ -55,6 +55,14 @@ class LocalTier:
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def max_entries(self) -> int:
+        return self._max_entries
+
+    @property
+    def max_ttl_seconds(self) -> float:
+        return self._max_ttl
+
     def lookup(self, cache_key: str) -> SimpleNamespace | None:
         """A live entry as a fresh namespace (callers may mutate it), else ``None``."""
         entry = self._entries.get(cache_key)

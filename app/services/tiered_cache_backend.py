@@ -73,6 +73,18 @@ class TieredApiKeyCacheBackend:
     def local_entries(self) -> int:
         return len(self._l1)
 
+    @property
+    def l1_ttl_seconds(self) -> float:
+        return self._l1.max_ttl_seconds
+
+    @property
+    def l1_max_entries(self) -> int:
+        return self._l1.max_entries
+
+    @property
+    def ack_timeout_seconds(self) -> float:
+        return self._ack_timeout
+
     async def wait_ready(self, timeout_seconds: float) -> bool:
         """Start the listener (if needed) and wait until the L1 may be trusted."""
         return await self._listener.wait_healthy(timeout_seconds)
