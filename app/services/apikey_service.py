@@ -23,6 +23,7 @@ from types import SimpleNamespace
 from app.core.keys import MalformedApiKey, ParsedApiKey, digest, generate_api_key, parse_api_key
 from app.core.scopes import KNOWN_SCOPES
 from app.repositories.base import ApiKeyRecord, ApiKeyRepository, DuplicateKey
+from app.services.cache_budget import close_budget, open_budget
 from app.services.cache_contracts import CoherentCacheBackend, InvalidationReport
 from app.services.metrics import CacheMetrics
 from app.services.negative_cache import NegativeCache
@@ -159,6 +160,16 @@ class ApiKeyService:
         if cache_key in self._negative:
             self.metrics.negative_hits += 1
             raise InvalidApiKey("unknown")
+        budget = open_budget()
+        try:
+            return await self._authenticate_well_formed(parsed, cache_key)
+        finally:
+            close_budget(budget)
+
+    async def _authenticate_well_formed(
+        self, parsed: ParsedApiKey, cache_key: str
+    ) -> AuthenticatedKey:
+        """The cache, then the repository; at most one failed cache call (see cache_budget)."""
         cached = await self._cache.get(cache_key)
         if cached is not None and cached.apiKey == parsed.prefix:
             self.metrics.cache_hits += 1

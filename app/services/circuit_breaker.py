@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import TypeVar
 
+from app.services.cache_budget import budget_spent, spend_budget
 from app.services.cache_contracts import CoherentCacheBackend, InvalidationReport
 from app.services.metrics import CacheMetrics
 
@@ -106,11 +107,16 @@ class CircuitBreakingCacheBackend:
         return result
 
     async def _degradable(self, operation: Callable[[], Awaitable[T]], fallback: T) -> T:
+        if budget_spent():
+            # This request already waited for one failed call: the rest of it skips the cache.
+            self._metrics.cache_bypassed += 1
+            return fallback
         if not self._admit():
             return fallback
         try:
             return await self._call(operation)
         except Exception:
+            spend_budget()
             return fallback
 
     async def _mandatory(self, operation: Callable[[], Awaitable[T]], *, bounded: bool = True) -> T:

@@ -28,7 +28,13 @@ RESET_SECONDS = 5.0
 
 
 class Setup:
-    def __init__(self, fake_server: fakeredis.FakeServer, client: Redis, key_prefix: str) -> None:
+    def __init__(
+        self,
+        fake_server: fakeredis.FakeServer,
+        client: Redis,
+        key_prefix: str,
+        failure_threshold: int = THRESHOLD,
+    ) -> None:
         self.server = fake_server
         self.clock = ManualClock()
         self.metrics = CacheMetrics()
@@ -36,7 +42,7 @@ class Setup:
         self.counting = CountingCache(self.redis_backend)
         self.breaker = CircuitBreakingCacheBackend(
             self.counting,
-            failure_threshold=THRESHOLD,
+            failure_threshold=failure_threshold,
             reset_after_seconds=RESET_SECONDS,
             operation_timeout_seconds=5.0,
             metrics=self.metrics,
@@ -166,3 +172,23 @@ async def test_revoke_while_redis_is_down_commits_reports_logs_and_counts(
     setup.server.connected = True
     stale = await setup.redis_backend.get(digest(key.plaintext))
     assert stale is not None and stale.active is True
+
+
+async def test_a_request_pays_for_at_most_one_failed_cache_call(
+    fake_server: fakeredis.FakeServer, fake_redis: Redis, key_prefix: str
+) -> None:
+    """A miss reads, fills and may re-read; against a hung Redis each would cost a timeout.
+
+    With the breaker kept closed (a threshold never reached), every request meets the outage
+    afresh; each must stop using the cache after its first failure.
+    """
+    setup = Setup(fake_server, fake_redis, key_prefix, failure_threshold=1_000)
+    fresh = await setup.service.create("fresh", ["read"])
+    setup.server.connected = False
+
+    for attempt in range(1, 4):
+        admitted = await setup.service.authenticate(fresh.plaintext)
+        assert admitted.prefix == fresh.record.prefix
+        assert setup.metrics.cache_errors == attempt
+        assert setup.counting.calls["add"] == 0
+    assert not setup.breaker.is_open
