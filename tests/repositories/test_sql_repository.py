@@ -1,0 +1,214 @@
+"""SqlApiKeyRepository against SQLite and a real PostgreSQL: the ``ApiKeyRepository`` contract,
+aware datetimes, digest-only storage, and outages reported as ``RepositoryUnavailable``."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import asyncpg  # type: ignore[import-untyped]
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.core.keys import digest, generate_api_key
+from app.db.engine import build_engine, build_session_factory
+from app.repositories.base import ApiKeyRecord, DuplicateKey, RepositoryUnavailable
+from app.repositories.sql import SqlApiKeyRepository
+from tests.support.redis_server import free_port
+
+T0 = datetime(2030, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
+
+
+def make_record(
+    name: str = "game-server",
+    scopes: tuple[str, ...] = ("read", "write"),
+    created_at: datetime = T0,
+    expires_at: datetime | None = None,
+) -> tuple[ApiKeyRecord, str]:
+    parsed = generate_api_key()
+    record = ApiKeyRecord(
+        prefix=parsed.prefix,
+        name=name,
+        scopes=scopes,
+        created_at=created_at,
+        expires_at=expires_at,
+        digest=digest(parsed.plaintext),
+    )
+    return record, parsed.plaintext
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = build_engine(database_url, timeout_seconds=5.0)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def repository(engine: AsyncEngine) -> SqlApiKeyRepository:
+    return SqlApiKeyRepository(build_session_factory(engine), timeout_seconds=5.0)
+
+
+async def test_add_then_read_back_by_digest_and_prefix(repository: SqlApiKeyRepository) -> None:
+    record, _ = make_record(expires_at=T0 + timedelta(days=1))
+    await repository.add(record)
+
+    assert await repository.get_by_digest(record.digest) == record
+    assert await repository.get_by_prefix(record.prefix) == record
+    assert await repository.get_by_digest("0" * 64) is None
+    assert await repository.get_by_prefix("game_00000000") is None
+
+
+async def test_datetimes_come_back_timezone_aware_utc(repository: SqlApiKeyRepository) -> None:
+    other_zone = T0.astimezone(timezone(timedelta(hours=5)))
+    record, _ = make_record(created_at=other_zone, expires_at=other_zone + timedelta(hours=1))
+    await repository.add(record)
+
+    stored = await repository.get_by_prefix(record.prefix)
+    assert stored is not None
+    assert stored.created_at.tzinfo is not None and stored.created_at.utcoffset() == timedelta(0)
+    assert stored.created_at == T0
+    assert stored.expires_at == T0 + timedelta(hours=1)
+    assert stored.is_active(T0)
+
+
+async def test_only_the_digest_is_stored(
+    repository: SqlApiKeyRepository, engine: AsyncEngine
+) -> None:
+    record, plaintext = make_record()
+    await repository.add(record)
+
+    async with engine.connect() as connection:
+        rows = (await connection.execute(text("SELECT * FROM api_keys"))).all()
+    stored_text = repr(rows)
+    assert record.digest in stored_text
+    assert plaintext not in stored_text
+    assert plaintext.rsplit("_", 1)[1] not in stored_text
+
+
+async def test_duplicate_prefix_or_digest_raises_duplicate_key(
+    repository: SqlApiKeyRepository,
+) -> None:
+    record, _ = make_record()
+    await repository.add(record)
+    other, _ = make_record()
+
+    with pytest.raises(DuplicateKey):
+        await repository.add(dataclasses.replace(other, prefix=record.prefix))
+    with pytest.raises(DuplicateKey):
+        await repository.add(dataclasses.replace(other, digest=record.digest))
+    await repository.add(other)  # the session is usable after a conflict
+
+
+async def test_list_keys_oldest_first(repository: SqlApiKeyRepository) -> None:
+    newer, _ = make_record(name="newer", created_at=T0 + timedelta(seconds=5))
+    older, _ = make_record(name="older", created_at=T0)
+    await repository.add(newer)
+    await repository.add(older)
+
+    assert [r.name for r in await repository.list_keys()] == ["older", "newer"]
+
+
+async def test_revoke_is_idempotent_and_keeps_the_first_time(
+    repository: SqlApiKeyRepository,
+) -> None:
+    record, _ = make_record()
+    await repository.add(record)
+
+    first = await repository.revoke(record.prefix, T0 + timedelta(minutes=1))
+    again = await repository.revoke(record.prefix, T0 + timedelta(minutes=2))
+
+    assert first is not None and first.revoked_at == T0 + timedelta(minutes=1)
+    assert again is not None and again.revoked_at == T0 + timedelta(minutes=1)
+    assert not again.is_active(T0 + timedelta(minutes=1))
+    assert await repository.revoke("game_00000000", T0) is None
+
+
+async def test_set_expiry_only_brings_the_expiry_forward(
+    repository: SqlApiKeyRepository,
+) -> None:
+    record, _ = make_record(expires_at=T0 + timedelta(hours=2))
+    await repository.add(record)
+
+    earlier = await repository.set_expiry(record.prefix, T0 + timedelta(hours=1))
+    later = await repository.set_expiry(record.prefix, T0 + timedelta(hours=3))
+    never_expiring, _ = make_record()
+    await repository.add(never_expiring)
+    given = await repository.set_expiry(never_expiring.prefix, T0 + timedelta(minutes=5))
+
+    assert earlier is not None and earlier.expires_at == T0 + timedelta(hours=1)
+    assert later is not None and later.expires_at == T0 + timedelta(hours=1)
+    assert given is not None and given.expires_at == T0 + timedelta(minutes=5)
+    assert await repository.set_expiry("game_00000000", T0) is None
+
+
+async def test_ping_answers_when_the_database_does(repository: SqlApiKeyRepository) -> None:
+    await repository.ping()
+
+
+# -- outages ----------------------------------------------------------------------------------
+
+
+def _repository_on(url: str, timeout: float = 1.0) -> tuple[SqlApiKeyRepository, AsyncEngine]:
+    engine = build_engine(url, timeout_seconds=timeout)
+    return SqlApiKeyRepository(build_session_factory(engine), timeout_seconds=timeout), engine
+
+
+async def test_postgres_refusing_connections_is_repository_unavailable() -> None:
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/test"
+    repository, engine = _repository_on(url)
+    try:
+        with pytest.raises(RepositoryUnavailable):
+            await repository.get_by_digest("0" * 64)
+        with pytest.raises(RepositoryUnavailable):
+            await repository.ping()
+    finally:
+        await engine.dispose()
+
+
+async def test_sqlite_file_that_cannot_be_opened_is_repository_unavailable(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'missing-dir' / 'game-api.db'}"
+    repository, engine = _repository_on(url)
+    try:
+        with pytest.raises(RepositoryUnavailable):
+            await repository.get_by_prefix("game_00000000")
+    finally:
+        await engine.dispose()
+
+
+async def test_unmigrated_database_is_repository_unavailable(tmp_path: Path) -> None:
+    repository, engine = _repository_on(f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}")
+    try:
+        with pytest.raises(RepositoryUnavailable):
+            await repository.list_keys()
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_query_stuck_behind_a_lock_times_out_as_repository_unavailable(
+    module_postgres_url: str,
+) -> None:
+    """A database that accepts but does not answer must cost the deadline, not forever."""
+    holder = await asyncpg.connect(
+        make_url(module_postgres_url).set(drivername="postgresql").render_as_string(False)
+    )
+    repository, engine = _repository_on(module_postgres_url, timeout=0.5)
+    try:
+        transaction = holder.transaction()
+        await transaction.start()
+        await holder.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
+        with pytest.raises(RepositoryUnavailable):
+            await asyncio.wait_for(repository.get_by_prefix("game_00000000"), timeout=30)
+        await transaction.rollback()
+        assert await repository.get_by_prefix("game_00000000") is None
+    finally:
+        await holder.close()
+        await engine.dispose()
