@@ -252,6 +252,21 @@ def _non_negative(text: str) -> int:
     return value
 
 
+# Loggers whose DEBUG output carries SQL parameters, i.e. key digests.
+_PARAMETER_LOGGERS = ("aiosqlite", "sqlalchemy.engine", "sqlalchemy.pool")
+
+
+def configure_logging(level: str) -> None:
+    """Log to stderr at ``level``, but never let a driver log statement parameters."""
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for name in _PARAMETER_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger(name).level))
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument(
@@ -332,11 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(args.config)
-        logging.basicConfig(
-            level=settings.LOG_LEVEL if args.command == "serve" else logging.ERROR,
-            format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
+        configure_logging(settings.LOG_LEVEL if args.command == "serve" else "ERROR")
         args.handler(settings, args)
     except (
         CommandError,

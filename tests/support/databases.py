@@ -40,6 +40,11 @@ def run_sql(sqlalchemy_url: str, *statements: str) -> None:
     asyncio.run(_execute(_asyncpg_dsn(sqlalchemy_url), *statements))
 
 
+async def execute_sql(sqlalchemy_url: str, *statements: str) -> None:
+    """``run_sql`` for async tests."""
+    await _execute(_asyncpg_dsn(sqlalchemy_url), *statements)
+
+
 @contextmanager
 def temporary_postgres_database(server_url: str, *, migrate: bool = True) -> Iterator[str]:
     """A new, empty (then migrated) database on the server of ``server_url``; dropped on exit."""
