@@ -1,0 +1,187 @@
+"""Part 1: the in-process cost of ``ApiKeyService.authenticate`` on a cache hit, per backend.
+
+Each backend is timed next to its floor, the least any implementation could do for the same
+answer: sha256 of the key plus a dict lookup for the per-process caches (memory, tiered), and one
+raw redis-py ``GET`` of the same Redis key on the same client for the shared one (redis).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from app.core.keys import digest
+from bench.backends import ALL_BACKENDS, BackendUnavailable, BenchService, open_service
+from bench.results import Check, SectionResult, fmt_ns, fmt_ratio
+from bench.stats import Distribution, ratio
+from bench.timing import Runner, async_calls, clock_overhead_ns, compare, sync_calls
+
+TITLE = "1. Cache-hit cost of ApiKeyService.authenticate, in-process"
+MEMORY_HIT_TARGET_NS = 3_000
+REDIS_RATIO_TARGET = 1.3
+TIERED_VS_MEMORY_TARGET = 1.2
+
+
+@dataclass(frozen=True, slots=True)
+class HitCost:
+    backend: str
+    floor_name: str
+    subject: Distribution
+    floor: Distribution
+
+    @property
+    def median_ratio(self) -> float:
+        return ratio(self.subject.median, self.floor.median)
+
+    @property
+    def p99_ratio(self) -> float:
+        return ratio(self.subject.p99, self.floor.p99)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "floor": self.floor_name,
+            "subject_ns": self.subject.as_dict(),
+            "floor_ns": self.floor.as_dict(),
+            "median_ratio": self.median_ratio,
+            "p99_ratio": self.p99_ratio,
+        }
+
+
+def dict_lookup_floor(plaintext: str) -> Runner:
+    """sha256 of the key and one dict lookup: what a per-process cache cannot go below."""
+    table = {digest(plaintext): (plaintext[:13], True)}
+    encoded_key = plaintext
+
+    def lookup() -> object:
+        return table.get(hashlib.sha256(encoded_key.encode()).hexdigest())
+
+    return sync_calls(lookup)
+
+
+def raw_get_floor(bench: BenchService, plaintext: str) -> Runner:
+    """One raw ``GET`` of the same Redis key, on the same client and pool as the service."""
+    client = bench.redis_client()
+    redis_key = bench.key_prefix + digest(plaintext)
+
+    async def get() -> object:
+        return await client.get(redis_key)
+
+    return async_calls(get)
+
+
+async def seeded_key(bench: BenchService) -> str:
+    """A new admin key, authenticated once so that the next calls are cache hits."""
+    created = await bench.service.create("bench", ["admin"])
+    await bench.service.authenticate(created.plaintext)
+    return created.plaintext
+
+
+async def measure_backend(backend: str, redis_url: str, calls: int) -> HitCost:
+    async with open_service(backend, redis_url) as bench:
+        plaintext = await seeded_key(bench)
+        hits_before = bench.service.metrics.cache_hits
+        if backend == "redis":
+            floor_name, floor = "raw redis-py GET", raw_get_floor(bench, plaintext)
+        else:
+            floor_name, floor = "sha256 + dict lookup", dict_lookup_floor(plaintext)
+
+        async def authenticate() -> object:
+            return await bench.service.authenticate(plaintext)
+
+        result = await compare(async_calls(authenticate), floor, calls=calls)
+        lookups = bench.service.metrics.repository_lookups
+        hits = bench.service.metrics.cache_hits - hits_before
+        if hits < calls or lookups > 1:
+            raise RuntimeError(
+                f"{backend}: expected only cache hits, saw {hits} hits and {lookups} lookups"
+            )
+        return HitCost(backend, floor_name, result.subject, result.floor)
+
+
+def checks_for(costs: dict[str, HitCost]) -> list[Check]:
+    checks: list[Check] = []
+    for name in ("memory", "tiered"):
+        if name in costs:
+            checks.append(
+                Check(
+                    f"{name}: hit cost median ≤ 3 µs",
+                    costs[name].subject.median / 1_000,
+                    MEMORY_HIT_TARGET_NS / 1_000,
+                    "<=",
+                    "µs",
+                )
+            )
+    if "redis" in costs:
+        checks.append(
+            Check(
+                "redis: hit cost ≤ 1.3x raw GET (median)",
+                costs["redis"].median_ratio,
+                REDIS_RATIO_TARGET,
+                "<=",
+                "x",
+            )
+        )
+    if "tiered" in costs and "memory" in costs:
+        checks.append(
+            Check(
+                "tiered: hit cost ≤ 1.2x memory (median)",
+                ratio(costs["tiered"].subject.median, costs["memory"].subject.median),
+                TIERED_VS_MEMORY_TARGET,
+                "<=",
+                "x",
+            )
+        )
+    return checks
+
+
+async def run(redis_url: str, calls: int) -> SectionResult:
+    overhead = clock_overhead_ns()
+    section = SectionResult(
+        key="hit_cost",
+        title=TITLE,
+        method=(
+            f"{calls:,} calls per backend and as many of its floor, after 2,000 warm-up calls, "
+            "in 10 alternating rounds; every call timed on its own with time.perf_counter_ns "
+            f"(reading the clock costs ~{overhead:.0f} ns, included in subject and floor alike). "
+            "Real ApiKeyService from the project's container, in-memory repository."
+        ),
+        columns=[
+            "backend",
+            "median",
+            "p99",
+            "floor",
+            "floor median",
+            "floor p99",
+            "median / floor",
+            "p99 / floor",
+        ],
+    )
+    costs: dict[str, HitCost] = {}
+    for backend in ALL_BACKENDS:
+        try:
+            cost = await measure_backend(backend, redis_url, calls)
+        except BackendUnavailable as exc:
+            section.notes.append(f"{backend}: skipped ({exc}).")
+            continue
+        costs[backend] = cost
+        section.rows.append(
+            [
+                backend,
+                fmt_ns(cost.subject.median),
+                fmt_ns(cost.subject.p99),
+                cost.floor_name,
+                fmt_ns(cost.floor.median),
+                fmt_ns(cost.floor.p99),
+                fmt_ratio(cost.median_ratio),
+                fmt_ratio(cost.p99_ratio),
+            ]
+        )
+    section.data = {
+        "clock_overhead_ns": overhead,
+        "calls": calls,
+        "backends": {name: cost.as_dict() for name, cost in costs.items()},
+    }
+    section.checks = checks_for(costs)
+    return section
