@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import event
@@ -13,6 +14,16 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import ConnectionPoolEntry
+
+# aiosqlite logs every statement with its bound parameters at DEBUG; those include key digests.
+_PARAMETER_LOGGING_DRIVERS = ("aiosqlite",)
+
+
+def _keep_parameters_out_of_driver_logs() -> None:
+    for name in _PARAMETER_LOGGING_DRIVERS:
+        driver_logger = logging.getLogger(name)
+        if driver_logger.level < logging.INFO:  # unset (inheriting) or DEBUG
+            driver_logger.setLevel(logging.INFO)
 
 
 def build_engine(url: str, timeout_seconds: float = 2.0) -> AsyncEngine:
@@ -31,8 +42,10 @@ def build_engine(url: str, timeout_seconds: float = 2.0) -> AsyncEngine:
         connect_args["command_timeout"] = timeout_seconds
         options["pool_pre_ping"] = True
         options["pool_timeout"] = timeout_seconds
-    engine = create_async_engine(url, connect_args=connect_args, **options)
+    # Bound parameters include key digests: keep them out of SQLAlchemy's logs and errors.
+    engine = create_async_engine(url, connect_args=connect_args, hide_parameters=True, **options)
     if parsed.get_backend_name() == "sqlite":
+        _keep_parameters_out_of_driver_logs()
         busy_ms = int(timeout_seconds * 1000)
 
         @event.listens_for(engine.sync_engine, "connect")
