@@ -18,7 +18,6 @@ from app.core.container import Container, build_container
 from app.core.keys import is_valid_prefix
 from app.core.resources import close_container_resources
 from app.core.scopes import ADMIN
-from app.db.migrate import upgrade_database
 from app.repositories.base import ApiKeyRecord, RepositoryUnavailable
 from app.services.apikey_service import (
     ApiKeyService,
@@ -200,6 +199,8 @@ def cmd_db_upgrade(settings: Settings, _args: argparse.Namespace) -> None:
 
 
 def _upgrade(settings: Settings) -> None:
+    from app.db.migrate import upgrade_database  # Alembic is only needed here
+
     try:
         upgrade_database(settings.DATABASE_URL.get_secret_value())
     except Exception as exc:

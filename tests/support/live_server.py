@@ -12,7 +12,8 @@ Usage::
 Settings travel as environment variables (``config_env``); a config file can be passed as
 ``{"GAME_API_CONFIG": path}``. Without ``DATABASE_URL`` the server gets a SQLite file in a
 temporary directory of its own. ``EXPOSE_WORKER_ID`` is on, so every response names the
-worker that answered (``worker_of(response)``).
+worker that answered (``worker_of(response)``). ``serve_args`` adds options to ``game-api serve``
+(e.g. ``["--bootstrap-admin"]``); the server's output is in ``log_text()``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -63,9 +65,11 @@ class LiveServer:
         config_env: dict[str, str],
         workers: int = 3,
         *,
+        serve_args: Sequence[str] = (),
         startup_timeout: float = 60.0,
     ) -> None:
         self.workers = workers
+        self.serve_args = list(serve_args)
         self.port = free_port()
         self.startup_timeout = startup_timeout
         self._dir = Path(tempfile.mkdtemp(prefix="game-api-live-"))
@@ -125,6 +129,7 @@ class LiveServer:
                     "--host", "127.0.0.1",
                     "--port", str(self.port),
                     "--workers", str(self.workers),
+                    *self.serve_args,
                 ],
                 env=self.env,
                 stdout=log,
