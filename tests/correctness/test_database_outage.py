@@ -61,6 +61,7 @@ def sqlite_dir(tmp_path: Path) -> Path:
     return directory
 
 
+@pytest.mark.slow
 async def test_sqlite_file_gone_then_back(sqlite_dir: Path) -> None:
     url = await asyncio.to_thread(migrated_sqlite_url, sqlite_dir)
     away = sqlite_dir.with_name("db-away")
@@ -88,6 +89,7 @@ async def postgres_proxy(module_postgres_url: str) -> AsyncIterator[tuple[TcpPro
         await proxy.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 async def test_postgresql_behind_a_cut_connection_then_back(
     postgres_proxy: tuple[TcpProxy, str],
