@@ -228,7 +228,14 @@ class ApiKeyService:
         # Something was cached while we read the database: a revocation tombstone wins over
         # what we read, since it may have been written after our read.
         current = await self._cache.get(cache_key)
-        if current is not None and current.apiKey == record.prefix and not current.active:
+        if current is None:
+            return _Lookup(record=record, active=active)
+        if current.apiKey != record.prefix:
+            # sha256 does not collide: a value naming another key is foreign data that would
+            # block every fill (they only add when absent) until it expires. Replace it.
+            await self._cache.set(cache_key, value, self._fill_ttl(record))
+            return _Lookup(record=record, active=active)
+        if not current.active:
             return _Lookup(record=record, active=False)
         return _Lookup(record=record, active=active)
 

@@ -209,3 +209,19 @@ async def test_bad_create_requests_say_what_is_wrong(
 ) -> None:
     with pytest.raises(InvalidKeyRequest, match=message):
         await service.create(name, scopes, expires_in)
+
+
+async def test_a_cached_value_naming_another_key_is_replaced_on_the_next_miss(
+    service: ApiKeyService, cache: InMemoryApiKeyCacheBackend
+) -> None:
+    created = await service.create("match-server", ["read"])
+    foreign = SimpleNamespace(apiKey="game_Other000", active=True)
+    await cache.set(digest(created.plaintext), foreign, 60)
+
+    caller = await service.authenticate(created.plaintext)
+
+    assert caller.prefix == created.record.prefix
+    cached = await cache.get(digest(created.plaintext))
+    assert cached is not None and cached.apiKey == created.record.prefix
+    await service.authenticate(created.plaintext)
+    assert service.metrics.repository_lookups == 1, "the second request must be a cache hit"
