@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import fakeredis
+import httpx
 from dependency_injector import providers
-from fastapi.testclient import TestClient
 
 from app.core.container import build_container
 from app.main import create_app
@@ -32,7 +32,7 @@ class DisposeSpyEngine:
         self.dispose_calls += 1
 
 
-def test_lifespan_closes_the_redis_client_and_disposes_the_engine(tmp_path: Path) -> None:
+async def test_lifespan_closes_the_redis_client_and_disposes_the_engine(tmp_path: Path) -> None:
     settings = Settings(
         APIKEY_CACHE_BACKEND="redis",
         REDIS_URL="redis://127.0.0.1:1/0",
@@ -45,8 +45,10 @@ def test_lifespan_closes_the_redis_client_and_disposes_the_engine(tmp_path: Path
     container.database_engine.override(providers.Object(engine))
     try:
         app = create_app(container=container)
-        with TestClient(app) as client:
-            assert client.get("/healthz").status_code == 200
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+                assert (await client.get("/healthz")).status_code == 200
             assert ClosingSpyRedis.aclose_calls == 0
 
         assert ClosingSpyRedis.aclose_calls == 1
