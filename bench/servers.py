@@ -8,13 +8,22 @@ every worker has booted before load starts).
 
 from __future__ import annotations
 
+import collections
+import re
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from tests.support.live_server import LiveServer
 
-__all__ = ["LiveServer", "server_settings", "wait_for_workers", "worker_pids"]
+__all__ = [
+    "LiveServer",
+    "connections_per_worker",
+    "server_settings",
+    "wait_for_workers",
+    "worker_pids",
+]
 
 
 def server_settings(backend: str, redis_url: str, key_prefix: str, **extra: Any) -> dict[str, str]:
@@ -52,3 +61,23 @@ def wait_for_workers(server: LiveServer, timeout: float = 60.0) -> list[int]:
             raise RuntimeError(f"only {len(pids)} of {server.workers} workers started")
         time.sleep(0.05)
     return pids
+
+
+def connections_per_worker(server: LiveServer) -> dict[int, int]:
+    """Established client connections held by each worker right now (from ``ss -tnp``).
+
+    Workers share one listening socket and an idle worker accepts greedily, so a burst of
+    keep-alive connections (wrk opens all of them at once) can land mostly on one worker; this
+    is how the benchmark notices it. Empty when ``ss`` is unavailable.
+    """
+    try:
+        completed = subprocess.run(
+            ["ss", "-tnpH", "state", "established", f"( sport = :{server.port} )"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    counts = collections.Counter(int(pid) for pid in re.findall(r"pid=(\d+)", completed.stdout))
+    return {pid: counts.get(pid, 0) for pid in worker_pids(server)} if counts else {}

@@ -9,6 +9,8 @@ import json
 import os
 import shutil
 import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,10 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 SCRIPT = BENCH_DIR / "wrk_report.lua"
 ENSURE_WRK = BENCH_DIR / "ensure_wrk.sh"
+MIN_WORKER_SHARE = 0.35
+"""A run counts only if every worker holds at least this share of its connections."""
+
+Spread = Callable[[], dict[int, int]]
 
 
 class LoadGeneratorError(Exception):
@@ -43,6 +49,8 @@ class LoadResult:
     p90_ms: float
     p99_ms: float
     max_ms: float
+    connections_per_worker: tuple[int, ...] = ()
+    attempts: int = 1
 
     @property
     def rps(self) -> float:
@@ -59,10 +67,12 @@ class LoadResult:
             "p90_ms": self.p90_ms,
             "p99_ms": self.p99_ms,
             "max_ms": self.max_ms,
+            "connections_per_worker": list(self.connections_per_worker),
+            "attempts": self.attempts,
         }
 
 
-def parse(output: str) -> LoadResult:
+def parse(output: str, *, split: dict[int, int] | None = None, attempts: int = 1) -> LoadResult:
     for line in output.splitlines():
         if line.startswith("BENCH_JSON "):
             data = json.loads(line.removeprefix("BENCH_JSON "))
@@ -75,8 +85,30 @@ def parse(output: str) -> LoadResult:
                 p90_ms=data["p90_us"] / 1_000,
                 p99_ms=data["p99_us"] / 1_000,
                 max_ms=data["max_us"] / 1_000,
+                connections_per_worker=tuple(sorted((split or {}).values(), reverse=True)),
+                attempts=attempts,
             )
     raise LoadGeneratorError(f"no summary in wrk's output: {output[-500:]!r}")
+
+
+def balanced(split: dict[int, int], minimum_share: float = MIN_WORKER_SHARE) -> bool:
+    """Whether every worker holds at least ``minimum_share`` of the connections (or unknown)."""
+    total = sum(split.values())
+    return not total or min(split.values()) >= minimum_share * total
+
+
+def _observe_split(
+    spread: Spread, connections: int, process: subprocess.Popen[str]
+) -> dict[int, int]:
+    """The connections per worker once wrk has opened them all (or after a second)."""
+    deadline = time.monotonic() + 1.0
+    split = spread()
+    while sum(split.values()) < connections and time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        time.sleep(0.02)
+        split = spread()
+    return split
 
 
 def run_wrk(
@@ -86,8 +118,15 @@ def run_wrk(
     connections: int = 32,
     threads: int = 1,
     api_key: str | None = None,
+    spread: Spread | None = None,
+    attempts: int = 8,
 ) -> LoadResult:
-    """One wrk run; refuses results with errors or non-2xx answers rather than report them."""
+    """One wrk run; refuses results with errors or non-2xx answers rather than report them.
+
+    With ``spread`` (connections per worker, see ``bench.servers.connections_per_worker``) a run
+    whose connections landed lopsidedly on the workers is stopped and started again, up to
+    ``attempts`` times: otherwise one run measures two workers and the next effectively one.
+    """
     env = {name: value for name, value in os.environ.items() if name != "BENCH_API_KEY"}
     if api_key is not None:
         env["BENCH_API_KEY"] = api_key
@@ -101,15 +140,30 @@ def run_wrk(
         str(SCRIPT),
         url,
     ]
-    completed = subprocess.run(
-        command, capture_output=True, text=True, env=env, timeout=seconds + 60
-    )
-    if completed.returncode != 0:
-        raise LoadGeneratorError(f"wrk failed: {completed.stderr.strip()[-500:]}")
-    result = parse(completed.stdout)
-    if result.non_2xx or result.socket_errors or not result.requests:
-        raise LoadGeneratorError(
-            f"wrk on {url}: {result.non_2xx} non-2xx answers, {result.socket_errors} socket "
-            f"errors, {result.requests} requests"
+    for attempt in range(1, attempts + 1):
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
         )
-    return result
+        split: dict[int, int] = {}
+        if spread is not None:
+            split = _observe_split(spread, connections, process)
+            if attempt < attempts and not balanced(split):
+                process.terminate()
+                process.communicate(timeout=30)
+                continue
+        try:
+            stdout, stderr = process.communicate(timeout=seconds + 60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise LoadGeneratorError(f"wrk on {url} did not finish") from None
+        if process.returncode != 0:
+            raise LoadGeneratorError(f"wrk failed: {stderr.strip()[-500:]}")
+        result = parse(stdout, split=split, attempts=attempt)
+        if result.non_2xx or result.socket_errors or not result.requests:
+            raise LoadGeneratorError(
+                f"wrk on {url}: {result.non_2xx} non-2xx answers, {result.socket_errors} "
+                f"socket errors, {result.requests} requests"
+            )
+        return result
+    raise AssertionError("unreachable: the last attempt always returns")
