@@ -1,11 +1,9 @@
 """Key management routes; every one needs a key with the ``admin`` scope."""
 
-# No ``from __future__ import annotations``: dependency-injector reads the ``Annotated``
-# markers from the live signature, and string annotations would hide them.
+from __future__ import annotations
 
 from typing import Annotated
 
-from dependency_injector.wiring import inject
 from fastapi import APIRouter, Body, Path, status
 
 from app.api.deps import AdminKey, ApiKeyServiceDep
@@ -35,7 +33,6 @@ def _checked(prefix: str) -> str:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-@inject
 async def create_key(
     body: CreateKeyRequest, _admin: AdminKey, service: ApiKeyServiceDep
 ) -> CreatedKeyOut:
@@ -44,14 +41,12 @@ async def create_key(
 
 
 @router.get("")
-@inject
 async def list_keys(_admin: AdminKey, service: ApiKeyServiceDep) -> KeyListOut:
     now = utc_now()
     return KeyListOut(keys=[KeyOut.of(record, now) for record in await service.list_keys()])
 
 
 @router.post("/{prefix}/revoke")
-@inject
 async def revoke_key(
     prefix: KeyPrefix, _admin: AdminKey, service: ApiKeyServiceDep
 ) -> RevokedKeyOut:
@@ -63,7 +58,6 @@ async def revoke_key(
 
 
 @router.post("/{prefix}/rotate", status_code=status.HTTP_201_CREATED)
-@inject
 async def rotate_key(
     prefix: KeyPrefix,
     _admin: AdminKey,
