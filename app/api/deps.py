@@ -29,6 +29,10 @@ class MissingScope(Exception):
         self.scope = scope
 
 
+class AmbiguousApiKeyHeader(Exception):
+    """The key header was sent more than once (400): which one to trust is not ours to guess."""
+
+
 class ConfiguredApiKeyHeader(APIKeyHeader):
     """An ``APIKeyHeader`` that reads the header named by the app's ``APIKEY_HEADER_NAME``.
 
@@ -39,7 +43,12 @@ class ConfiguredApiKeyHeader(APIKeyHeader):
 
     async def __call__(self, request: HTTPConnection) -> str | None:
         header_name = getattr(request.app.state, HEADER_NAME_STATE, self.model.name)
-        return self.check_api_key(request.headers.get(header_name))
+        values = request.headers.getlist(header_name)
+        if len(values) > 1:
+            # A proxy that appends its own key header, or a client smuggling a second one,
+            # must not have either value silently chosen.
+            raise AmbiguousApiKeyHeader(header_name)
+        return self.check_api_key(values[0] if values else None)
 
 
 api_key_header = ConfiguredApiKeyHeader(

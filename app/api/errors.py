@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from app.api.deps import MissingScope
+from app.api.deps import AmbiguousApiKeyHeader, MissingScope
 from app.repositories.base import RepositoryUnavailable
 from app.services.apikey_service import (
     InvalidApiKey,
@@ -32,6 +32,10 @@ async def _invalid_key(_request: Request, _exc: Exception) -> JSONResponse:
     # One answer for missing, malformed, unknown, revoked and expired: the reason is not
     # the caller's business and would help someone probing for keys.
     return _detail(401, "invalid or missing API key", UNAUTHORIZED_HEADERS)
+
+
+async def _ambiguous_header(_request: Request, exc: Exception) -> JSONResponse:
+    return _detail(400, f"send the {exc} header exactly once")
 
 
 async def _missing_scope(_request: Request, exc: Exception) -> JSONResponse:
@@ -72,6 +76,7 @@ async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
 
 def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InvalidApiKey, _invalid_key)
+    app.add_exception_handler(AmbiguousApiKeyHeader, _ambiguous_header)
     app.add_exception_handler(MissingScope, _missing_scope)
     app.add_exception_handler(UnknownKeyPrefix, _unknown_prefix)
     app.add_exception_handler(KeyNotActive, _not_active)

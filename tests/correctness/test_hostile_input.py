@@ -143,13 +143,18 @@ async def test_hostile_api_key_headers_are_401_and_malformed_ones_cost_no_io(
         assert served.repository.calls.total() == repository_calls
 
 
-async def test_repeated_headers_with_a_valid_key_are_not_ambiguous(served: ServedApp) -> None:
-    """Two API-key headers, one valid: whichever the app reads, it must not fail or leak."""
+async def test_a_repeated_key_header_is_refused_as_ambiguous(served: ServedApp) -> None:
+    """Two API-key headers, even with one valid: 400, and neither value is looked up."""
     admin = served.admin.plaintext.encode("ascii")
-    for values in ([admin, b"garbage"], [b"garbage", admin]):
+    cache_calls = served.cache.calls.total()
+    repository_calls = served.repository.calls.total()
+    for values in ([admin, b"garbage"], [b"garbage", admin], [admin, admin]):
         response = await served.client.get("/v1/me", headers=[(HEADER, v) for v in values])
-        assert response.status_code in {200, 400, 401}
+        assert response.status_code == 400
+        assert response.json() == {"detail": "send the X-API-Key header exactly once"}
         assert served.admin.plaintext not in response.text
+    assert served.cache.calls.total() == cache_calls
+    assert served.repository.calls.total() == repository_calls
 
 
 def admin_route_cases(schema: schemathesis.BaseSchema) -> st.SearchStrategy[Any]:
