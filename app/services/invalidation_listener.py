@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 _MIN_RECONNECT_DELAY = 0.05
 _MAX_RECONNECT_DELAY = 1.0
 _MAX_MESSAGE_BYTES = 1_024
+_STOP_TIMEOUT_SECONDS = 2.0
 
 
 class ListenerStalled(Exception):
@@ -203,8 +204,12 @@ class InvalidationListener:
         # A task of a loop that is gone cannot be awaited here; that loop took it down.
         if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # Bounded: a shutdown must not hang on a connection that will not close.
+            try:
+                async with asyncio.timeout(_STOP_TIMEOUT_SECONDS):
+                    await asyncio.wait({task})
+            except TimeoutError:
+                logger.warning("API-key invalidation listener did not stop in time")
         self._lose("closed")
 
     # -- broadcast --------------------------------------------------------------------------
@@ -367,7 +372,8 @@ class InvalidationListener:
                 async with asyncio.timeout(self._watchdog_interval):
                     await pubsub.unsubscribe()
         with contextlib.suppress(Exception):
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            async with asyncio.timeout(_STOP_TIMEOUT_SECONDS):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
 def _text(value: Any) -> str | None:
