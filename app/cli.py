@@ -266,6 +266,8 @@ def configure_logging(level: str) -> None:
     )
     for name in _PARAMETER_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger(name).level))
+    # Alembic announces each of its plugins at INFO on every start: noise for an operator.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def build_parser() -> argparse.ArgumentParser:
