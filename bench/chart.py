@@ -38,9 +38,10 @@ def draw(throughput: dict[str, Any], path: Path) -> bool:
         axis.grid(axis="y", alpha=0.3)
     rate_axis.set_title("Throughput (label: share of the ceiling)")
     p99_axis.set_title("p99 latency (lower is better)")
-    rate_axis.legend(loc="lower right", fontsize=8)
+    handles, labels = rate_axis.get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=len(kinds), fontsize=9, frameon=False)
     figure.suptitle("GET /v1/me per cache backend vs GET /healthz (ceiling), 2 workers, wrk")
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0.07, 1, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return True

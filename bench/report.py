@@ -59,7 +59,8 @@ def render_markdown(
         "```",
         "",
         "Every figure is a ratio against a limit measured in the same run (so it holds on a noisy"
-        " machine); absolute numbers are beside it for context only.",
+        " machine); absolute numbers are beside it for context only. Where a request's time goes"
+        " (the profile behind the biggest gap): [PROFILE.md](PROFILE.md).",
         "",
         "## Machine",
         "",
