@@ -204,14 +204,14 @@ class TieredApiKeyCacheBackend:
 
     def _describe(self, acks: AckCount) -> str:
         if acks.complete:
-            return f"evicted by {acks.acknowledged}/{acks.expected} subscribed workers"
+            return f"evicted by {acks.acknowledged}/{acks.expected} subscribed processes"
         if not acks.listening:
             return (
-                f"published to {acks.expected} workers, but this process is not subscribed "
+                f"published to {acks.expected} processes, but this one is not subscribed "
                 "and cannot count their acknowledgements"
             )
         return (
-            f"only {acks.acknowledged}/{acks.expected} workers acknowledged within "
+            f"only {acks.acknowledged}/{acks.expected} subscribed processes acknowledged within "
             f"{self._ack_timeout * 1000:.0f}ms; the others may hold a copy until they next "
             "read the channel or re-subscribe"
         )
