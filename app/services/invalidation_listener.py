@@ -251,7 +251,10 @@ class InvalidationListener:
 
     async def _run(self) -> None:
         delay = _MIN_RECONNECT_DELAY
-        while not self._closing:
+        this_task = asyncio.current_task()
+        # ``cancelling()`` too: should a library swallow our cancellation while we reconnect,
+        # the loop still ends (a loop shutdown waits for this task).
+        while not self._closing and not (this_task is not None and this_task.cancelling()):
             subscriptions_before = self.subscriptions
             with contextlib.suppress(Exception):
                 await self._listen()
