@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from redis import Redis
 
 from app.services.apikey_cache_backend import escape_glob
@@ -21,10 +23,10 @@ def delete_prefix(redis_url: str, prefix: str) -> int:
     return removed
 
 
-def _batches(keys: object, size: int = 1_000) -> list[list[bytes]]:
+def _batches(keys: Iterable[bytes], size: int = 1_000) -> list[list[bytes]]:
     batch: list[bytes] = []
     batches: list[list[bytes]] = []
-    for key in keys:  # type: ignore[attr-defined]
+    for key in keys:
         batch.append(key)
         if len(batch) == size:
             batches.append(batch)
