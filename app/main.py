@@ -71,6 +71,9 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         summary="A game's public API, authenticated with API keys",
         version="0.1.0",
         lifespan=_lifespan(container),
+        # FastAPI's native OpenTelemetry hooks look up the global providers on every request
+        # even when none is configured; this service exports no traces, so skip them.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.container = container
     setattr(app.state, HEADER_NAME_STATE, header_name)

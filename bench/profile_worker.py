@@ -33,7 +33,7 @@ FRAMES_OF_INTEREST = (
     "run_in_threadpool",
     "Condition.notify",
     "ApiKeyService.authenticate",
-    "current_key",
+    "ApiKeyAuthentication.__call__",
     "serialize_response",
     "RequestResponseCycle.send",
 )
