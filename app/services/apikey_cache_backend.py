@@ -84,7 +84,11 @@ class InMemoryApiKeyCacheBackend:
         return len(self._store)
 
     def peek(self, cache_key: str) -> SimpleNamespace | None:
-        """Synchronous lookup (no lock needed: the dict is only touched from one loop thread)."""
+        """Synchronous lookup for the request path: the stored value itself, not a copy.
+
+        Callers must treat it as read-only (``get`` hands out copies). No lock is needed: the
+        dict is only touched from the event-loop thread.
+        """
         item = self._store.get(cache_key)
         if item is None:
             return None
@@ -93,7 +97,7 @@ class InMemoryApiKeyCacheBackend:
             del self._store[cache_key]
             return None
         self._store.move_to_end(cache_key)
-        return _entry(value)
+        return value
 
     def remaining_ttl(self, cache_key: str) -> float | None:
         """Seconds the entry has left, or ``None`` when absent or expired."""
@@ -113,7 +117,8 @@ class InMemoryApiKeyCacheBackend:
             self._store.popitem(last=False)
 
     async def get(self, cache_key: str) -> SimpleNamespace | None:
-        return self.peek(cache_key)
+        value = self.peek(cache_key)
+        return None if value is None else _entry(value)
 
     async def set(self, cache_key: str, value: SimpleNamespace, ttl_seconds: int) -> None:
         async with self._get_lock():

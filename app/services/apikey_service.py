@@ -20,11 +20,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
-from app.core.keys import MalformedApiKey, ParsedApiKey, digest, generate_api_key, parse_api_key
+from app.core.keys import (
+    MalformedApiKey,
+    ParsedApiKey,
+    digest,
+    generate_api_key,
+    validated_prefix,
+)
 from app.core.scopes import KNOWN_SCOPES
 from app.repositories.base import ApiKeyRecord, ApiKeyRepository, DuplicateKey
 from app.services.cache_budget import close_budget, open_budget
-from app.services.cache_contracts import CoherentCacheBackend, InvalidationReport
+from app.services.cache_contracts import (
+    CoherentCacheBackend,
+    InvalidationReport,
+    ProcessLocalPeek,
+)
 from app.services.metrics import CacheMetrics
 from app.services.negative_cache import NegativeCache
 from app.services.single_flight import SingleFlight
@@ -125,6 +135,7 @@ class ApiKeyService:
         key_generator: Callable[[], ParsedApiKey] = generate_api_key,
     ) -> None:
         self._cache = cache
+        self._peek = cache.peek if isinstance(cache, ProcessLocalPeek) else None
         self._repository = repository
         self._cache_ttl = cache_ttl_seconds
         self._negative = NegativeCache(negative_ttl_seconds, negative_max_entries)
@@ -153,35 +164,38 @@ class ApiKeyService:
     async def authenticate(self, plaintext: str) -> AuthenticatedKey:
         """Admit an active key or raise ``InvalidApiKey``; ``RepositoryUnavailable`` on outage."""
         try:
-            parsed = parse_api_key(plaintext)
+            prefix = validated_prefix(plaintext)
         except MalformedApiKey:
             raise InvalidApiKey("malformed") from None
         cache_key = digest(plaintext)
+        if self._peek is not None:
+            identity = self._admit_from_process_memory(prefix, cache_key)
+            if identity is not None:
+                self.metrics.cache_hits += 1
+                return identity
         if cache_key in self._negative:
             self.metrics.negative_hits += 1
             raise InvalidApiKey("unknown")
         budget = open_budget()
         try:
-            return await self._authenticate_well_formed(parsed, cache_key)
+            return await self._authenticate_well_formed(prefix, cache_key)
         finally:
             close_budget(budget)
 
-    async def _authenticate_well_formed(
-        self, parsed: ParsedApiKey, cache_key: str
-    ) -> AuthenticatedKey:
+    async def _authenticate_well_formed(self, prefix: str, cache_key: str) -> AuthenticatedKey:
         """The cache, then the repository; at most one failed cache call (see cache_budget)."""
         cached = await self._cache.get(cache_key)
-        if cached is not None and cached.apiKey == parsed.prefix:
+        if cached is not None and cached.apiKey == prefix:
             self.metrics.cache_hits += 1
             if not cached.active:
                 raise InvalidApiKey("revoked")
-            record = self._records.get(parsed.prefix)
+            record = self._records.get(prefix)
             if record is None:
                 record = await self._prefix_lookups.run(
-                    parsed.prefix, lambda: self._load_by_prefix(parsed.prefix)
+                    prefix, lambda: self._load_by_prefix(prefix)
                 )
             else:
-                self._records.move_to_end(parsed.prefix)
+                self._records.move_to_end(prefix)
             if record is None:
                 raise InvalidApiKey("unknown")
             return self._admit(record)
@@ -192,6 +206,23 @@ class ApiKeyService:
         if not lookup.active:
             raise InvalidApiKey("revoked")
         return self._admit(lookup.record)
+
+    def _admit_from_process_memory(self, prefix: str, cache_key: str) -> AuthenticatedKey | None:
+        """The hit path of process-local caches: no await, no allocation, no budget.
+
+        Only an active entry of a key whose record this process has seen and still admits is
+        answered here; anything else returns ``None`` and takes the full path, which decides.
+        """
+        assert self._peek is not None
+        cached = self._peek(cache_key)
+        if cached is None or not cached.active or cached.apiKey != prefix:
+            return None
+        record = self._records.get(prefix)
+        if record is None or record.revoked_at is not None:
+            return None
+        if record.expires_at is not None and self._clock() >= record.expires_at:
+            return None
+        return self._identities.get(prefix)
 
     def _admit(self, record: ApiKeyRecord) -> AuthenticatedKey:
         if record.revoked_at is not None:

@@ -8,7 +8,7 @@ cached (so it cannot overwrite a revocation), and an invalidation that replaces 
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from app.services.apikey_cache_backend import ApiKeyCacheBackend
 from app.services.invalidation import InvalidationReport
@@ -31,3 +31,15 @@ class CoherentCacheBackend(ApiKeyCacheBackend, Protocol):
         Raises when the invalidation could not be carried out; never swallows the failure.
         """
         ...
+
+
+@runtime_checkable
+class ProcessLocalPeek(Protocol):
+    """A backend that can answer some hits from this process's memory without any I/O.
+
+    ``peek`` returns the value only when it is in process memory and may be trusted (for the
+    tiered backend: while its invalidation listener is healthy); otherwise ``None``, and the
+    caller takes the ordinary ``get`` path. The service uses it to keep a hit free of awaits.
+    """
+
+    def peek(self, cache_key: str) -> SimpleNamespace | None: ...
