@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -51,6 +52,9 @@ class LocalTier:
         self._flushed_at = 0
         self._reads_in_flight: dict[str, int] = {}
         self._evicted_at: dict[str, int] = {}
+        # Told of every eviction (a key) and flush (``None``), so that whoever shares one read
+        # among several callers can stop handing out a result the eviction made stale.
+        self.on_evict: Callable[[str | None], None] | None = None
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -113,9 +117,13 @@ class LocalTier:
         if cache_key in self._reads_in_flight:
             self._evicted_at[cache_key] = self._epoch
         self._entries.pop(cache_key, None)
+        if self.on_evict is not None:
+            self.on_evict(cache_key)
 
     def flush(self) -> None:
         """Drop every entry and void every fill in flight."""
         self._epoch += 1
         self._flushed_at = self._epoch
         self._entries.clear()
+        if self.on_evict is not None:
+            self.on_evict(None)

@@ -36,6 +36,10 @@ class SingleFlight(Generic[K, V]):
         """Let the next caller start a fresh load (the one in flight may have read stale data)."""
         self._inflight.pop(key, None)
 
+    def forget_all(self) -> None:
+        """``forget`` every key."""
+        self._inflight.clear()
+
     def _discard(self, key: K, task: asyncio.Task[V]) -> None:
         if self._inflight.get(key) is task:
             del self._inflight[key]

@@ -30,6 +30,7 @@ from app.services.circuit_breaker import CircuitBreakingCacheBackend
 from app.services.invalidation import InvalidationReport
 from app.services.invalidation_listener import AckCount, InvalidationListener
 from app.services.local_tier import LocalTier
+from app.services.single_flight import SingleFlight
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,10 @@ class TieredApiKeyCacheBackend:
         self._l2 = l2
         self._ack_timeout = ack_timeout_ms / 1000.0
         self._l1 = LocalTier(l1_max_entries, l1_ttl_seconds)
+        # Concurrent L1 misses of one key share one L2 read: a storm of first requests would
+        # otherwise queue a read per request on the bounded pool and time out waiting for it.
+        self._l2_reads: SingleFlight[str, SimpleNamespace | None] = SingleFlight()
+        self._l1.on_evict = self._forget_shared_read
         self._listener = InvalidationListener(
             l2.client,
             l2.key_prefix + INVALIDATION_CHANNEL_SUFFIX,
@@ -110,6 +115,17 @@ class TieredApiKeyCacheBackend:
 
     async def _read_through(self, cache_key: str) -> SimpleNamespace | None:
         self._listener.ensure_running()
+        return await self._l2_reads.run(cache_key, lambda: self._read_through_once(cache_key))
+
+    def _forget_shared_read(self, cache_key: str | None) -> None:
+        """A read in flight before an eviction may carry the evicted value: later callers
+        start a fresh one (those already waiting began before the eviction)."""
+        if cache_key is None:
+            self._l2_reads.forget_all()
+        else:
+            self._l2_reads.forget(cache_key)
+
+    async def _read_through_once(self, cache_key: str) -> SimpleNamespace | None:
         l1 = self._l1
         if not l1.trusted:
             result = await self._read_l2(cache_key)

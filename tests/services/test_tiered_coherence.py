@@ -274,3 +274,60 @@ async def test_a_zero_l1_ttl_disables_the_l1(
     await backend.set(KEY, active(), 60)
     assert await backend.get(KEY) is not None
     assert backend.local_entries == 0
+
+
+async def test_concurrent_misses_of_one_key_share_one_l2_read(
+    fake_redis: Redis, key_prefix: str
+) -> None:
+    """A storm of first requests must not queue one L2 read each on the bounded pool."""
+    gated = GatedRedisBackend(fake_redis, key_prefix)
+    backend = TieredApiKeyCacheBackend(
+        CircuitBreakingCacheBackend(gated), watchdog_interval_seconds=0.25
+    )
+    try:
+        await ready(backend)
+        await gated.set(KEY, active(), 60)
+        gated.release = asyncio.Event()
+        first = asyncio.create_task(backend.get(KEY))
+        await gated.answered.wait()
+        others = [asyncio.create_task(backend.get(KEY)) for _ in range(200)]
+        await asyncio.sleep(0)
+        gated.release.set()
+
+        results = await asyncio.gather(first, *others)
+
+        assert gated.reads == 1
+        assert all(value is not None and value.active for value in results)
+    finally:
+        await backend.aclose()
+
+
+async def test_a_miss_after_an_eviction_does_not_join_the_read_it_made_stale(
+    clients: tuple[Redis, Redis], key_prefix: str, tiered_factory: TieredFactory
+) -> None:
+    """A request arriving after the revocation reached this worker reads the L2 afresh."""
+    gated = GatedRedisBackend(clients[1], key_prefix)
+    reader = TieredApiKeyCacheBackend(
+        CircuitBreakingCacheBackend(gated), watchdog_interval_seconds=0.25
+    )
+    revoker = tiered_factory(clients[0], key_prefix)
+    try:
+        await ready(reader, revoker)
+        await revoker.set(KEY, active(), 60)
+        release = gated.release = asyncio.Event()
+        in_flight = asyncio.create_task(reader.get(KEY))
+        await gated.answered.wait()
+
+        report = await revoker.invalidate(KEY, revoked(), 60)
+        assert report.confirmed is True  # the reader's listener has evicted
+        gated.release = None
+        late_request = asyncio.create_task(reader.get(KEY))
+        await asyncio.wait({late_request}, timeout=5)  # a fresh read needs no release
+        release.set()
+        await in_flight
+        late = await late_request
+
+        assert late is not None and late.active is False
+        assert gated.reads == 2
+    finally:
+        await reader.aclose()
