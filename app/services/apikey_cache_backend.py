@@ -35,7 +35,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_KEY_PREFIX = "game:apikey:"
 _MAX_VALUE_BYTES = 512
-_SCAN_COUNT = 1_000
+# Small steps: each SCAN and UNLINK of a step runs inside Redis's single thread, so the step
+# size bounds how long any other client waits behind a clear.
+_SCAN_COUNT = 250
 _GLOB_SPECIAL = "\\*?[]"
 
 

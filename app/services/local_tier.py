@@ -45,9 +45,9 @@ class LocalTier:
         self.trusted = False
         self._max_entries = max_entries
         self._max_ttl = float(max_ttl_seconds)
-        # cache key -> (expires_at, apiKey, active); a tuple keeps the hit path allocation-free
-        # apart from the copy it returns.
-        self._entries: OrderedDict[str, tuple[float, str, bool]] = OrderedDict()
+        # cache key -> (expires_at, value). ``peek`` hands out the stored value itself, so the
+        # request path allocates nothing; ``lookup`` hands out copies.
+        self._entries: OrderedDict[str, tuple[float, SimpleNamespace]] = OrderedDict()
         self._epoch = 0
         self._flushed_at = 0
         self._reads_in_flight: dict[str, int] = {}
@@ -67,13 +67,18 @@ class LocalTier:
     def max_ttl_seconds(self) -> float:
         return self._max_ttl
 
-    def lookup(self, cache_key: str) -> SimpleNamespace | None:
-        """A live entry as a fresh namespace (callers may mutate it), else ``None``."""
+    def peek(self, cache_key: str) -> SimpleNamespace | None:
+        """A live entry's stored value, read-only for the caller, else ``None``."""
         entry = self._entries.get(cache_key)
         if entry is None or entry[0] <= _monotonic():
             return None
         self._entries.move_to_end(cache_key)
-        return SimpleNamespace(apiKey=entry[1], active=entry[2])
+        return entry[1]
+
+    def lookup(self, cache_key: str) -> SimpleNamespace | None:
+        """A live entry as a fresh namespace (callers may mutate it), else ``None``."""
+        value = self.peek(cache_key)
+        return None if value is None else SimpleNamespace(apiKey=value.apiKey, active=value.active)
 
     def begin_fill(self, cache_key: str) -> FillTicket:
         self._reads_in_flight[cache_key] = self._reads_in_flight.get(cache_key, 0) + 1
@@ -105,7 +110,8 @@ class LocalTier:
         ttl = min(shared_ttl_seconds, self._max_ttl)
         if not allowed or value is None or ttl <= 0:
             return False
-        self._entries[cache_key] = (ticket.started_at + ttl, value.apiKey, bool(value.active))
+        stored = SimpleNamespace(apiKey=value.apiKey, active=bool(value.active))
+        self._entries[cache_key] = (ticket.started_at + ttl, stored)
         self._entries.move_to_end(cache_key)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)

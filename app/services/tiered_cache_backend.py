@@ -103,7 +103,7 @@ class TieredApiKeyCacheBackend:
     def peek(self, cache_key: str) -> SimpleNamespace | None:
         """The L1 entry, only while the L1 is trusted; no I/O (see ``ProcessLocalPeek``)."""
         l1 = self._l1
-        return l1.lookup(cache_key) if l1.trusted else None
+        return l1.peek(cache_key) if l1.trusted else None
 
     async def get(self, cache_key: str) -> SimpleNamespace | None:
         l1 = self._l1
