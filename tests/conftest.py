@@ -17,7 +17,10 @@ import fakeredis
 import pytest
 from redis.asyncio import Redis
 
+from tests.support.containers import containers
 from tests.support.redis_server import RedisServerProcess
+
+__all__ = ["containers"]  # a fixture shared by the container tests
 
 IN_CI = bool(os.environ.get("CI"))
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"

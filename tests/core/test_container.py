@@ -3,39 +3,23 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import fakeredis
 import pytest
 from redis.asyncio import Redis
 
-from app.core.container import Container, build_container
+from app.core.container import Container
 from app.core.keys import digest
 from app.repositories.memory import InMemoryApiKeyRepository
 from app.services.apikey_cache_backend import InMemoryApiKeyCacheBackend, RedisApiKeyCacheBackend
 from app.services.apikey_service import ApiKeyService
 from app.services.circuit_breaker import CircuitBreakingCacheBackend
-from configs import CONFIG_DIR, load_settings
-
-
-@pytest.fixture
-def containers() -> Iterator[list[Container]]:
-    """Containers built by a test; each is unwired and its overrides reset on teardown."""
-    built: list[Container] = []
-    yield built
-    for container in built:
-        container.unwire()
-        container.reset_singletons()
-        container.reset_override()
+from configs import CONFIG_DIR
+from tests.support.containers import make_container
 
 
 def make(containers: list[Container], config_file: str | None = None) -> Container:
-    path = None if config_file is None else CONFIG_DIR / config_file
-    container = build_container(load_settings(path))
-    # These tests are about cache wiring; the SQL repository is tested in tests/repositories.
-    container.apikey_repository.override(InMemoryApiKeyRepository())
-    containers.append(container)
-    return container
+    return make_container(containers, config_file)
 
 
 def redis_backend_of(container: Container) -> RedisApiKeyCacheBackend:

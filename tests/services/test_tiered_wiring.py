@@ -3,36 +3,21 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import pytest
 
-from app.core.container import Container, build_container
-from app.repositories.memory import InMemoryApiKeyRepository
+from app.core.container import Container
 from app.services.apikey_cache_backend import (
     InMemoryApiKeyCacheBackend,
     RedisApiKeyCacheBackend,
     build_apikey_cache_backend,
 )
 from app.services.tiered_cache_backend import TieredApiKeyCacheBackend
-from configs import CONFIG_DIR, load_settings
-
-
-@pytest.fixture
-def containers() -> Iterator[list[Container]]:
-    built: list[Container] = []
-    yield built
-    for container in built:
-        container.unwire()
-        container.reset_singletons()
-        container.reset_override()
+from tests.support.containers import make_container
 
 
 def make(containers: list[Container]) -> Container:
-    container = build_container(load_settings(CONFIG_DIR / "tiered.env"))
-    container.apikey_repository.override(InMemoryApiKeyRepository())
-    containers.append(container)
-    return container
+    return make_container(containers, "tiered.env")
 
 
 async def test_the_tiered_config_file_selects_the_tiered_backend_with_its_settings(
