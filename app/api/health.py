@@ -20,6 +20,7 @@ from app.core.container import Container
 from app.repositories.base import RepositoryUnavailable
 from app.services.apikey_service import ApiKeyService
 from app.services.metrics import CacheMetrics
+from app.services.tiered_cache_backend import TieredApiKeyCacheBackend
 
 router = APIRouter(tags=["health"])
 
@@ -54,6 +55,22 @@ async def _redis_status(client: Redis | None, backend_name: str) -> str:
     return "ok"
 
 
+async def _listener_status(service: ApiKeyService) -> dict[str, Any] | None:
+    """The tiered backend's invalidation listener, reported but not a readiness condition.
+
+    Without it the worker stays correct (its L1 is bypassed and Redis answers), only slower; an
+    operator still wants to see it, and how often it had to re-subscribe (each flushed the L1).
+    """
+    cache = service.cache
+    if not isinstance(cache, TieredApiKeyCacheBackend):
+        return None
+    subscribed = await cache.listener.wait_healthy(READINESS_TIMEOUT_SECONDS)
+    return {
+        "state": "subscribed" if subscribed else "not subscribed: L1 bypassed",
+        "subscriptions": cache.listener.subscriptions,
+    }
+
+
 @router.get("/readyz", responses={503: {"description": "A dependency is unreachable"}})
 @inject
 async def readyz(
@@ -73,4 +90,7 @@ async def readyz(
         "cache_backend": backend_name,
         "cache_metrics": metrics.snapshot(),
     }
+    listener = await _listener_status(service)
+    if listener is not None:
+        body["invalidation_listener"] = listener
     return JSONResponse(body, status_code=200 if ready else 503)

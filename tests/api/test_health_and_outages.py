@@ -123,3 +123,35 @@ async def test_postgres_outage_cached_keys_keep_working_uncached_get_503(
     recovered = await api.client.get("/v1/me", headers=api.auth(never_used.plaintext))
     assert recovered.status_code == 200
     assert (await api.client.get("/readyz")).status_code == 200
+
+
+async def test_readyz_reports_the_tiered_invalidation_listener(
+    make_api: ApiFactory, database_url: str, redis_url: str, key_prefix: str
+) -> None:
+    api = await make_api(
+        DATABASE_URL=database_url,
+        APIKEY_CACHE_BACKEND="tiered",
+        REDIS_URL=redis_url,
+        APIKEY_CACHE_REDIS_KEY_PREFIX=key_prefix,
+    )
+
+    response = await api.client.get("/readyz")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["checks"] == {"database": "ok", "redis": "ok"}
+    assert body["invalidation_listener"]["state"] == "subscribed"
+    assert body["invalidation_listener"]["subscriptions"] >= 1
+
+
+async def test_readyz_has_no_listener_report_for_the_redis_backend(
+    make_api: ApiFactory, database_url: str, redis_url: str, key_prefix: str
+) -> None:
+    api = await make_api(
+        DATABASE_URL=database_url,
+        APIKEY_CACHE_BACKEND="redis",
+        REDIS_URL=redis_url,
+        APIKEY_CACHE_REDIS_KEY_PREFIX=key_prefix,
+    )
+
+    assert "invalidation_listener" not in (await api.client.get("/readyz")).json()
