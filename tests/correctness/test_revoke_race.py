@@ -60,11 +60,10 @@ async def test_a_fill_that_read_active_cannot_undo_a_revocation(
 
 
 async def test_a_second_service_sharing_the_cache_refuses_after_the_race(
-    backend: CoherentCacheBackend, repository: ControlledRepository
+    shared_backend: CoherentCacheBackend, repository: ControlledRepository
 ) -> None:
     """Another worker with no memo of the key reads only the shared cache (redis backends)."""
-    if not hasattr(backend, "inner") and not hasattr(backend, "client"):
-        pytest.skip("the memory backend is per process: other workers are out of its reach")
+    backend = shared_backend
     service = ApiKeyService(backend, repository, cache_ttl_seconds=60)
     created = await service.create("race", ["read"])
     await _revoke_during_a_paused_fill(
