@@ -69,3 +69,24 @@ async def test_route_reads_the_fixed_key_under_the_prefix(
 async def test_route_is_not_in_the_openapi_document(fake: fakeredis.FakeAsyncRedis) -> None:
     response = await _get(_container(fake, bench_routes=True), "/openapi.json")
     assert "/bench/redis-get" not in response.json()["paths"]
+
+
+async def test_route_resolves_its_dependency_on_the_event_loop(
+    fake: fakeredis.FakeAsyncRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread-pool hop per request would make this yardstick slower than what it measures."""
+    import fastapi.dependencies.utils as dependency_utils
+
+    offloaded: list[object] = []
+    run_in_threadpool = dependency_utils.run_in_threadpool
+
+    async def spy(function: object, *args: object, **kwargs: object) -> object:
+        offloaded.append(function)
+        return await run_in_threadpool(function, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dependency_utils, "run_in_threadpool", spy)
+
+    response = await _get(_container(fake, bench_routes=True), "/bench/redis-get")
+
+    assert response.status_code == 200
+    assert offloaded == []
