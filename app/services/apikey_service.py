@@ -200,7 +200,9 @@ class ApiKeyService:
                 raise InvalidApiKey("unknown")
             return self._admit(record)
         self.metrics.cache_misses += 1
-        lookup = await self._digest_lookups.run(cache_key, lambda: self._load_by_digest(cache_key))
+        lookup = await self._digest_lookups.run(
+            cache_key, lambda: self._load_by_digest(cache_key, prefix)
+        )
         if lookup.record is None:
             raise InvalidApiKey("unknown")
         if not lookup.active:
@@ -244,7 +246,15 @@ class ApiKeyService:
             self._remember(record)
         return record
 
-    async def _load_by_digest(self, cache_key: str) -> _Lookup:
+    async def _load_by_digest(self, cache_key: str, prefix: str) -> _Lookup:
+        # Look again before the database, as mlcache does after taking its lock: a request whose
+        # cache read missed just before another request's fill reaches here after that flight
+        # has landed, and would otherwise make a second lookup for a key now cached.
+        cached = await self._cache.get(cache_key)
+        if cached is not None and cached.apiKey == prefix:
+            known = self._records.get(prefix)
+            if known is not None:
+                return _Lookup(record=known, active=cached.active)
         self.metrics.repository_lookups += 1
         negative_generation = self._negative.generation
         record = await self._repository.get_by_digest(cache_key)

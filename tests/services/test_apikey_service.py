@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -225,3 +226,57 @@ async def test_a_cached_value_naming_another_key_is_replaced_on_the_next_miss(
     assert cached is not None and cached.apiKey == created.record.prefix
     await service.authenticate(created.plaintext)
     assert service.metrics.repository_lookups == 1, "the second request must be a cache hit"
+
+
+class StragglingReads:
+    """A shared-style cache (no ``peek``) whose next read can be held after it looked, so that
+    it returns a miss that has become stale meanwhile."""
+
+    def __init__(self) -> None:
+        self._store = InMemoryApiKeyCacheBackend()
+        self.hold: asyncio.Event | None = None
+        self.looked = asyncio.Event()
+
+    async def get(self, cache_key: str) -> SimpleNamespace | None:
+        value = await self._store.get(cache_key)
+        hold = self.hold
+        if hold is not None:
+            self.hold = None
+            self.looked.set()
+            await hold.wait()
+        return value
+
+    async def set(self, cache_key: str, value: SimpleNamespace, ttl_seconds: int) -> None:
+        await self._store.set(cache_key, value, ttl_seconds)
+
+    async def add(self, cache_key: str, value: SimpleNamespace, ttl_seconds: int) -> bool:
+        return await self._store.add(cache_key, value, ttl_seconds)
+
+    async def invalidate(
+        self, cache_key: str, replacement: SimpleNamespace | None, ttl_seconds: int
+    ) -> InvalidationReport:
+        return await self._store.invalidate(cache_key, replacement, ttl_seconds)
+
+    async def delete(self, cache_key: str) -> None:
+        await self._store.delete(cache_key)
+
+    async def clear(self) -> None:
+        await self._store.clear()
+
+
+async def test_a_read_that_missed_before_anothers_fill_does_not_look_up_again(
+    repository: InMemoryApiKeyRepository, clock: Clock
+) -> None:
+    cache = StragglingReads()
+    service = ApiKeyService(cache, repository, clock=clock)
+    created = await service.create("match-server", ["read"])
+    release = cache.hold = asyncio.Event()
+    straggler = asyncio.create_task(service.authenticate(created.plaintext))
+    await cache.looked.wait()  # the straggler has seen "not cached" and is held
+
+    await service.authenticate(created.plaintext)  # the first flight: lookup and fill
+    release.set()
+    caller = await straggler
+
+    assert caller.prefix == created.record.prefix
+    assert service.metrics.repository_lookups == 1
