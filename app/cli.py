@@ -233,24 +233,24 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
 # -- parsing ----------------------------------------------------------------------------------
 
 
-def _positive(text: str) -> int:
+def _whole_number(text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(
+            f"must be at least 1: {text!r}" if minimum == 1 else f"must not be negative: {text!r}"
+        )
     return value
+
+
+def _positive(text: str) -> int:
+    return _whole_number(text, 1)
 
 
 def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
-    return value
+    return _whole_number(text, 0)
 
 
 # Loggers whose DEBUG output carries SQL parameters, i.e. key digests.
