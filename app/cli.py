@@ -15,20 +15,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
 from app.core.container import Container, build_container
-from app.core.keys import is_valid_prefix
 from app.core.resources import close_container_resources
-from app.core.scopes import ADMIN
-from app.repositories.base import ApiKeyRecord, RepositoryUnavailable
-from app.services.apikey_service import (
-    ApiKeyService,
-    CreatedKey,
-    InvalidKeyRequest,
-    KeyNotActive,
-    UnknownKeyPrefix,
-    utc_now,
-)
-from app.services.circuit_breaker import CacheUnavailable
-from app.services.invalidation import InvalidationReport
+from app.domain.errors import GameApiError, UnknownKeyPrefix
+from app.domain.keys import is_valid_prefix
+from app.domain.scopes import ADMIN
+from app.repositories.base import ApiKeyRecord
+from app.services.apikey_service import ApiKeyService, CreatedKey, utc_now
+from app.services.cache_protocol import InvalidationReport
 from configs import ConfigError, Settings, load_settings
 
 PROG = "game-api"
@@ -36,7 +29,7 @@ BOOTSTRAP_ADMIN_NAME = "bootstrap-admin"
 T = TypeVar("T")
 
 
-class CommandError(Exception):
+class CommandError(GameApiError):
     """A failure the operator can act on; its message is the one line printed."""
 
 
@@ -334,34 +327,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _error_line(exc: Exception) -> str:
-    if isinstance(exc, UnknownKeyPrefix):
-        return f"no key has the prefix {exc.args[0]!r}"
-    if isinstance(exc, KeyNotActive):
-        return f"key {exc.args[0]} is revoked or expired and cannot be rotated"
-    if isinstance(exc, RepositoryUnavailable):
-        return f"{exc} (is it reachable, and has `{PROG} db upgrade` been run?)"
-    if isinstance(exc, CacheUnavailable):
-        return f"the shared cache is unreachable: {exc}"
-    return str(exc)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(args.config)
         configure_logging(settings.LOG_LEVEL if args.command == "serve" else "ERROR")
         args.handler(settings, args)
-    except (
-        CommandError,
-        ConfigError,
-        InvalidKeyRequest,
-        UnknownKeyPrefix,
-        KeyNotActive,
-        RepositoryUnavailable,
-        CacheUnavailable,
-    ) as exc:
-        print(f"{PROG}: error: {_error_line(exc)}", file=sys.stderr)
+    except (GameApiError, ConfigError) as exc:
+        message = exc.operator_message() if isinstance(exc, GameApiError) else str(exc)
+        print(f"{PROG}: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from app.core.keys import digest
+from app.domain.keys import digest
 from bench.backends import ALL_BACKENDS, BackendUnavailable, BenchService, open_service
 from bench.results import Check, SectionResult, fmt_ns, fmt_ratio
 from bench.stats import Distribution, ratio

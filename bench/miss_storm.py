@@ -14,7 +14,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from app.core.keys import digest, generate_api_key
+from app.domain.keys import digest, generate_api_key
 from app.repositories.base import ApiKeyRecord
 from app.repositories.memory import InMemoryApiKeyRepository
 from app.services.apikey_service import ApiKeyService, utc_now

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from redis import Redis
 
-from app.services.apikey_cache_backend import escape_glob
+from app.services.redis_cache_backend import escape_glob
 
 
 def seed(redis_url: str, key: str, value: bytes) -> None:

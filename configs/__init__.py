@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     APIKEY_CACHE_REDIS_KEY_PREFIX: str = Field(default="game:apikey:", min_length=1)
     APIKEY_CACHE_TTL_SECONDS: int = Field(default=60, ge=0, le=86_400)
     APIKEY_CACHE_MAX_ENTRIES: int = Field(default=100_000, ge=1)
+    APIKEY_RECORD_MEMO_MAX_ENTRIES: int = Field(default=100_000, ge=1)
     APIKEY_NEGATIVE_TTL_SECONDS: int = Field(default=5, ge=0, le=3_600)
     APIKEY_NEGATIVE_MAX_ENTRIES: int = Field(default=10_000, ge=1)
     APIKEY_CACHE_L1_TTL_SECONDS: int = Field(default=60, ge=0, le=86_400)

@@ -14,23 +14,12 @@ from fastapi.security import APIKeyHeader
 from starlette.requests import HTTPConnection
 
 from app.core.container import Container
-from app.core.scopes import ADMIN
-from app.services.apikey_service import ApiKeyService, AuthenticatedKey, InvalidApiKey
+from app.domain.errors import AmbiguousApiKeyHeader, InvalidApiKey, MissingScope
+from app.domain.scopes import ADMIN
+from app.services.apikey_service import ApiKeyService, AuthenticatedKey
 
 API_KEY_SCHEME_NAME = "ApiKeyAuth"
 HEADER_NAME_STATE = "apikey_header_name"
-
-
-class MissingScope(Exception):
-    """A valid key without the scope a route needs (403)."""
-
-    def __init__(self, scope: str) -> None:
-        super().__init__(scope)
-        self.scope = scope
-
-
-class AmbiguousApiKeyHeader(Exception):
-    """The key header was sent more than once (400): which one to trust is not ours to guess."""
 
 
 class ApiKeyAuthentication(APIKeyHeader):

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from app.api.deps import ApiKeyServiceDep
 from app.core.container import Container
-from app.repositories.base import RepositoryUnavailable
+from app.domain.errors import RepositoryUnavailable
 from app.services.apikey_service import ApiKeyService
 from app.services.metrics import CacheMetrics
 from app.services.tiered_cache_backend import TieredApiKeyCacheBackend

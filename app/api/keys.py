@@ -17,8 +17,9 @@ from app.api.schemas import (
     RotatedKeyOut,
     RotateKeyRequest,
 )
-from app.core.keys import is_valid_prefix
-from app.services.apikey_service import UnknownKeyPrefix, utc_now
+from app.domain.errors import UnknownKeyPrefix
+from app.domain.keys import is_valid_prefix
+from app.services.apikey_service import utc_now
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 

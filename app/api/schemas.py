@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.repositories.base import ApiKeyRecord
 from app.services.apikey_service import AuthenticatedKey, CreatedKey
-from app.services.invalidation import InvalidationReport, InvalidationScope
+from app.services.cache_protocol import InvalidationReport, InvalidationScope
 
 
 class CreateKeyRequest(BaseModel):

@@ -1,7 +1,9 @@
 """The composition root: the one module that knows every concrete class.
 
 Config, then clients, then cache backends, then repositories, then services. The cache backend
-is a ``Selector`` keyed on ``APIKEY_CACHE_BACKEND`` whose branch names are the allowed values.
+is a ``Selector`` keyed on ``APIKEY_CACHE_BACKEND`` whose branch names are the allowed values;
+each branch is built by the recipes in ``app.services.cache_factories`` — the same ones
+``build_apikey_cache_backend`` uses — so the two build the same object graph.
 """
 
 from __future__ import annotations
@@ -9,14 +11,9 @@ from __future__ import annotations
 from dependency_injector import containers, providers
 
 from app.clients.redis_client import build_optional_redis_client
-from app.core.cache_factories import (
-    guarded_redis_backend,
-    guarded_tiered_backend,
-    shared_cache_or_memory,
-)
 from app.db.engine import build_engine, build_session_factory
 from app.repositories.sql import SqlApiKeyRepository
-from app.services.apikey_cache_backend import InMemoryApiKeyCacheBackend
+from app.services import cache_factories
 from app.services.apikey_service import ApiKeyService
 from app.services.metrics import CacheMetrics
 from configs import Settings
@@ -38,34 +35,32 @@ class Container(containers.DeclarativeContainer):
     )
 
     memory_cache = providers.Singleton(
-        InMemoryApiKeyCacheBackend, max_entries=config.APIKEY_CACHE_MAX_ENTRIES
+        cache_factories.memory_cache, max_entries=config.APIKEY_CACHE_MAX_ENTRIES
+    )
+
+    guarded_redis_cache = providers.Factory(
+        cache_factories.redis_cache,
+        key_prefix=config.APIKEY_CACHE_REDIS_KEY_PREFIX,
+        failure_threshold=config.CACHE_BREAKER_FAILURE_THRESHOLD,
+        reset_after_seconds=config.CACHE_BREAKER_RESET_SECONDS,
+        operation_timeout_ms=config.REDIS_SOCKET_TIMEOUT_MS,
+        metrics=metrics,
     )
 
     redis_cache = providers.Singleton(
-        shared_cache_or_memory,
+        cache_factories.shared_cache_or_memory,
         client=redis_client,
-        shared=providers.Factory(
-            guarded_redis_backend,
-            key_prefix=config.APIKEY_CACHE_REDIS_KEY_PREFIX,
-            failure_threshold=config.CACHE_BREAKER_FAILURE_THRESHOLD,
-            reset_after_seconds=config.CACHE_BREAKER_RESET_SECONDS,
-            operation_timeout_ms=config.REDIS_SOCKET_TIMEOUT_MS,
-            metrics=metrics,
-        ).provider,
+        shared=guarded_redis_cache.provider,
         memory=memory_cache.provider,
         backend_name="redis",
     )
 
     tiered_cache = providers.Singleton(
-        shared_cache_or_memory,
+        cache_factories.shared_cache_or_memory,
         client=redis_client,
         shared=providers.Factory(
-            guarded_tiered_backend,
-            key_prefix=config.APIKEY_CACHE_REDIS_KEY_PREFIX,
-            failure_threshold=config.CACHE_BREAKER_FAILURE_THRESHOLD,
-            reset_after_seconds=config.CACHE_BREAKER_RESET_SECONDS,
-            operation_timeout_ms=config.REDIS_SOCKET_TIMEOUT_MS,
-            metrics=metrics,
+            cache_factories.tiered_cache_over,
+            guard=guarded_redis_cache.provider,
             l1_ttl_seconds=config.APIKEY_CACHE_L1_TTL_SECONDS,
             l1_max_entries=config.APIKEY_CACHE_L1_MAX_ENTRIES,
             ack_timeout_ms=config.APIKEY_INVALIDATION_ACK_TIMEOUT_MS,
@@ -100,6 +95,7 @@ class Container(containers.DeclarativeContainer):
         cache_ttl_seconds=config.APIKEY_CACHE_TTL_SECONDS,
         negative_ttl_seconds=config.APIKEY_NEGATIVE_TTL_SECONDS,
         negative_max_entries=config.APIKEY_NEGATIVE_MAX_ENTRIES,
+        record_memo_max_entries=config.APIKEY_RECORD_MEMO_MAX_ENTRIES,
         metrics=metrics,
     )
 

@@ -10,14 +10,6 @@ from datetime import datetime
 from typing import Protocol
 
 
-class RepositoryUnavailable(Exception):
-    """The database cannot be reached (or timed out); the caller answers 503, never 401."""
-
-
-class DuplicateKey(Exception):
-    """A key with this prefix or digest already exists."""
-
-
 @dataclass(frozen=True, slots=True)
 class ApiKeyRecord:
     """One stored key. ``digest`` is internal: never put it in a response or a log line."""

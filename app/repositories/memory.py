@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 
-from app.repositories.base import ApiKeyRecord, DuplicateKey
+from app.domain.errors import DuplicateKey
+from app.repositories.base import ApiKeyRecord
 
 
 class InMemoryApiKeyRepository:

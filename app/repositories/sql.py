@@ -18,7 +18,8 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.models import ApiKeyRow
-from app.repositories.base import ApiKeyRecord, DuplicateKey, RepositoryUnavailable
+from app.domain.errors import DuplicateKey, RepositoryUnavailable
+from app.repositories.base import ApiKeyRecord
 
 logger = logging.getLogger(__name__)
 

@@ -14,23 +14,30 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
-from app.core.keys import (
+from app.domain.errors import (
+    DuplicateKey,
+    InvalidApiKey,
+    InvalidKeyRequest,
+    KeyNotActive,
+    UnknownKeyPrefix,
+)
+from app.domain.keys import (
     MalformedApiKey,
     ParsedApiKey,
     digest,
     generate_api_key,
     validated_prefix,
 )
-from app.core.scopes import KNOWN_SCOPES
-from app.repositories.base import ApiKeyRecord, ApiKeyRepository, DuplicateKey
+from app.domain.scopes import KNOWN_SCOPES
+from app.repositories.base import ApiKeyRecord, ApiKeyRepository
+from app.services.bounded_ttl_map import BoundedTtlMap
 from app.services.cache_budget import close_budget, open_budget
-from app.services.cache_contracts import (
+from app.services.cache_protocol import (
     CoherentCacheBackend,
     InvalidationReport,
     ProcessLocalPeek,
@@ -44,26 +51,6 @@ logger = logging.getLogger(__name__)
 MAX_EXPIRES_IN_SECONDS = 10 * 365 * 24 * 3600
 MAX_GRACE_SECONDS = 30 * 24 * 3600
 _NAME_PATTERN = re.compile(r"^[\w .:@/-]{1,100}$")
-
-
-class InvalidApiKey(Exception):
-    """The key must be refused (401). ``reason`` is for logs and metrics, never the client."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class UnknownKeyPrefix(LookupError):
-    """No key has this prefix (404 on admin routes, an error line in the CLI)."""
-
-
-class KeyNotActive(Exception):
-    """The key is revoked or expired and cannot be rotated."""
-
-
-class InvalidKeyRequest(ValueError):
-    """A create or rotate request with bad input; the message says which field and why."""
 
 
 def utc_now() -> datetime:
@@ -98,6 +85,14 @@ class RotationResult:
     new_key: CreatedKey
     old_record: ApiKeyRecord
     invalidation: InvalidationReport
+
+
+@dataclass(frozen=True, slots=True)
+class _KnownKey:
+    """A key's record as this process last read it, with the answer built once for routes."""
+
+    record: ApiKeyRecord
+    identity: AuthenticatedKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,12 +134,11 @@ class ApiKeyService:
         self._repository = repository
         self._cache_ttl = cache_ttl_seconds
         self._negative = NegativeCache(negative_ttl_seconds, negative_max_entries)
-        self._memo_max = record_memo_max_entries
         # Scopes and expiry by prefix: the cached value holds only (apiKey, active), so each
-        # process remembers the rest of a key's record from its last database read.
-        self._records: OrderedDict[str, ApiKeyRecord] = OrderedDict()
-        # The immutable answer handed to routes, built once per key rather than per request.
-        self._identities: dict[str, AuthenticatedKey] = {}
+        # process remembers the rest of a key's record from its last database read, beside the
+        # immutable answer handed to routes (built once per key rather than per request).
+        self._known: BoundedTtlMap[str, _KnownKey] = BoundedTtlMap(record_memo_max_entries)
+        self._known_key = self._known.get
         self._digest_lookups: SingleFlight[str, _Lookup] = SingleFlight()
         self._prefix_lookups: SingleFlight[str, ApiKeyRecord | None] = SingleFlight()
         self.metrics = metrics if metrics is not None else CacheMetrics()
@@ -189,13 +183,12 @@ class ApiKeyService:
             self.metrics.cache_hits += 1
             if not cached.active:
                 raise InvalidApiKey("revoked")
-            record = self._records.get(prefix)
-            if record is None:
-                record = await self._prefix_lookups.run(
-                    prefix, lambda: self._load_by_prefix(prefix)
-                )
-            else:
-                self._records.move_to_end(prefix)
+            known = self._known_key(prefix)
+            record = (
+                known.record
+                if known is not None
+                else await self._prefix_lookups.run(prefix, lambda: self._load_by_prefix(prefix))
+            )
             if record is None:
                 raise InvalidApiKey("unknown")
             return self._admit(record)
@@ -219,25 +212,25 @@ class ApiKeyService:
         cached = self._peek(cache_key)
         if cached is None or not cached.active or cached.apiKey != prefix:
             return None
-        record = self._records.get(prefix)
-        if record is None or record.revoked_at is not None:
+        known = self._known_key(prefix)
+        if known is None:
+            return None
+        record = known.record
+        if record.revoked_at is not None:
             return None
         if record.expires_at is not None and self._clock() >= record.expires_at:
             return None
-        return self._identities.get(prefix)
+        return known.identity
 
     def _admit(self, record: ApiKeyRecord) -> AuthenticatedKey:
         if record.revoked_at is not None:
             raise InvalidApiKey("revoked")
         if record.expires_at is not None and self._clock() >= record.expires_at:
             raise InvalidApiKey("expired")
-        identity = self._identities.get(record.prefix)
-        if identity is None or identity.expires_at != record.expires_at:
-            identity = AuthenticatedKey(
-                prefix=record.prefix, scopes=frozenset(record.scopes), expires_at=record.expires_at
-            )
-            self._identities[record.prefix] = identity
-        return identity
+        known = self._known_key(record.prefix)
+        if known is not None and known.record == record:
+            return known.identity
+        return self._remember(record).identity
 
     async def _load_by_prefix(self, prefix: str) -> ApiKeyRecord | None:
         self.metrics.repository_lookups += 1
@@ -252,9 +245,9 @@ class ApiKeyService:
         # has landed, and would otherwise make a second lookup for a key now cached.
         cached = await self._cache.get(cache_key)
         if cached is not None and cached.apiKey == prefix:
-            known = self._records.get(prefix)
+            known = self._known_key(prefix)
             if known is not None:
-                return _Lookup(record=known, active=cached.active)
+                return _Lookup(record=known.record, active=cached.active)
         self.metrics.repository_lookups += 1
         negative_generation = self._negative.generation
         record = await self._repository.get_by_digest(cache_key)
@@ -287,12 +280,15 @@ class ApiKeyService:
         seconds_left = int((record.expires_at - self._clock()).total_seconds())
         return max(0, min(self._cache_ttl, seconds_left))
 
-    def _remember(self, record: ApiKeyRecord) -> None:
-        self._records[record.prefix] = record
-        self._records.move_to_end(record.prefix)
-        while len(self._records) > self._memo_max:
-            evicted, _record = self._records.popitem(last=False)
-            self._identities.pop(evicted, None)
+    def _remember(self, record: ApiKeyRecord) -> _KnownKey:
+        known = _KnownKey(
+            record=record,
+            identity=AuthenticatedKey(
+                prefix=record.prefix, scopes=frozenset(record.scopes), expires_at=record.expires_at
+            ),
+        )
+        self._known.put(record.prefix, known)
+        return known
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -422,8 +418,7 @@ class ApiKeyService:
     async def clear_cache(self) -> None:
         """Drop every cached entry (this process's memo and negative cache too)."""
         self._negative.clear()
-        self._records.clear()
-        self._identities.clear()
+        self._known.clear()
         await self._cache.clear()
 
     async def check_repository(self) -> None:

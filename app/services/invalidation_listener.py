@@ -11,6 +11,11 @@ publisher's listener is already subscribed, so an ack costs one PUBLISH and no k
 no polling and no blocking command that would hold a pooled connection past its socket timeout;
 an ack that arrives after the publisher gave up is simply dropped.
 
+The listener knows nothing of the cache it serves (the shape of lua-resty-mlcache's IPC): it
+takes a publish function and three callbacks — ``on_invalidate(key or None)``, ``on_trusted()``
+when a subscription is confirmed, ``on_lost()`` when the channel can no longer be vouched for —
+and owns only pub/sub liveness and message I/O.
+
 Why the listener watches itself so closely: redis-py's asyncio ``PubSub`` reconnects and
 re-subscribes silently, and messages published in the gap are lost. So:
 
@@ -31,6 +36,7 @@ import contextlib
 import json
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,15 +44,15 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.connection import AbstractConnection
 
-from app.services.circuit_breaker import CircuitBreakingCacheBackend
-from app.services.local_tier import LocalTier
-
 logger = logging.getLogger(__name__)
 
 _MIN_RECONNECT_DELAY = 0.05
 _MAX_RECONNECT_DELAY = 1.0
 _MAX_MESSAGE_BYTES = 1_024
 _STOP_TIMEOUT_SECONDS = 2.0
+
+Publish = Callable[[str, bytes | str], Awaitable[int]]
+"""PUBLISH on a channel, returning the receiver count; raises when it could not be sent."""
 
 
 class ListenerStalled(Exception):
@@ -136,17 +142,22 @@ class InvalidationListener:
         self,
         client: Redis,
         channel: str,
-        tier: LocalTier,
-        guard: CircuitBreakingCacheBackend,
         *,
+        publish: Publish,
+        on_invalidate: Callable[[str | None], None],
+        on_trusted: Callable[[], None],
+        on_lost: Callable[[], None],
         watchdog_interval_seconds: float = 1.0,
     ) -> None:
         if watchdog_interval_seconds <= 0:
             raise ValueError("watchdog_interval_seconds must be positive")
         self._client = client
         self._channel = channel
-        self._tier = tier
-        self._guard = guard
+        self._publish = publish
+        self._on_invalidate = on_invalidate
+        self._on_trusted = on_trusted
+        self._on_lost = on_lost
+        self._subscribed = False
         self._watchdog_interval = watchdog_interval_seconds
         self._listener_id = uuid.uuid4().hex
         self._reply_prefix = f"{channel}:ack:"
@@ -167,7 +178,7 @@ class InvalidationListener:
     @property
     def healthy(self) -> bool:
         """Subscribed to both channels on a connection that answered the watchdog in time."""
-        return len(self._confirmed) == 2 and self._tier.trusted
+        return len(self._confirmed) == 2 and self._subscribed
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -217,7 +228,7 @@ class InvalidationListener:
     async def broadcast(self, cache_key: str | None, *, timeout_seconds: float) -> AckCount:
         """Publish an eviction (``None`` = flush) and wait for every receiver's ack, bounded.
 
-        A failed PUBLISH raises ``CacheUnavailable`` (through the breaker): an invalidation
+        A failed PUBLISH raises (``CacheUnavailable`` through the breaker): an invalidation
         that reached nobody must not look like one that reached everybody.
         """
         loop = asyncio.get_running_loop()
@@ -231,9 +242,7 @@ class InvalidationListener:
         waiter = _AckWaiter()
         self._waiters[message.message_id] = waiter
         try:
-            receivers = await self._guard.require(
-                lambda: self._client.publish(self._channel, message.encode())
-            )
+            receivers = await self._publish(self._channel, message.encode())
             waiter.expect(int(receivers))
             if listening and not waiter.done.is_set():
                 with contextlib.suppress(TimeoutError):
@@ -320,8 +329,8 @@ class InvalidationListener:
     def _on_subscribed(self, channel: str | None) -> None:
         if channel == self._channel:
             # Whatever was published while we were not subscribed is lost: start from empty.
-            self._tier.flush()
-            self._tier.trusted = True
+            self._on_trusted()
+            self._subscribed = True
             self.subscriptions += 1
             if self.subscriptions > 1:
                 logger.warning("API-key invalidation channel re-subscribed: local cache flushed")
@@ -334,16 +343,15 @@ class InvalidationListener:
         message = decode_invalidation(raw)
         if message is None:
             logger.warning("unreadable message on the invalidation channel: local cache flushed")
-            self._tier.flush()
+            self._on_invalidate(None)
             return
-        if message.cache_key is None:
-            self._tier.flush()
-        else:
-            self._tier.evict(message.cache_key)
+        self._on_invalidate(message.cache_key)
         reply_to = message.reply_to
         if reply_to is not None and reply_to.startswith(self._reply_prefix):
             ack = json.dumps({"id": message.message_id, "by": self._listener_id})
-            await self._guard.attempt(lambda: self._client.publish(reply_to, ack), 0)
+            # A lost acknowledgement only makes the publisher report this process as silent.
+            with contextlib.suppress(Exception):
+                await self._publish(reply_to, ack)
 
     def _record_ack(self, raw: Any) -> None:
         data = _json_object(raw)
@@ -358,8 +366,9 @@ class InvalidationListener:
         self._lose("reconnected")
 
     def _lose(self, reason: str) -> None:
-        was_trusted = self._tier.trusted
-        self._tier.trusted = False
+        was_trusted = self._subscribed
+        self._subscribed = False
+        self._on_lost()
         self._confirmed.clear()
         if self._ready is not None:
             self._ready.clear()

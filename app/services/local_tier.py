@@ -3,9 +3,10 @@
 A bounded LRU of ``(apiKey, active)`` values with monotonic-clock expiry, plus the two pieces of
 state that make it safe to sit in front of a shared cache:
 
-* ``trusted`` — set by the invalidation listener only while it is subscribed. The hit path
-  consults the L1 only when it is true; while it is false the L1 is bypassed (and used only as a
-  last resort when the shared tier cannot be reached at all).
+* ``trusted`` — true only while the invalidation listener is subscribed (it calls
+  ``mark_trusted`` and ``mark_untrusted``). The hit path consults the L1 only when it is true;
+  while it is false the L1 is bypassed (and used only as a last resort when the shared tier
+  cannot be reached at all).
 * fill tickets — a fill records the invalidation epoch when its shared-tier read starts; an
   eviction of the same key (or a flush) that happens while the read is in flight bumps the epoch,
   and the fill is then dropped. Without it an invalidation that overtakes a slow read would be
@@ -18,10 +19,11 @@ and a hit is a dict lookup.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
+
+from app.services.bounded_ttl_map import BoundedTtlMap
 
 _monotonic = time.monotonic
 
@@ -38,16 +40,14 @@ class LocalTier:
     """Bounded LRU with expiry and fill tickets; see the module docstring for why."""
 
     def __init__(self, max_entries: int, max_ttl_seconds: float) -> None:
-        if max_entries < 1:
-            raise ValueError("max_entries must be at least 1")
         if max_ttl_seconds < 0:
             raise ValueError("max_ttl_seconds must not be negative")
         self.trusted = False
-        self._max_entries = max_entries
         self._max_ttl = float(max_ttl_seconds)
-        # cache key -> (expires_at, value). ``peek`` hands out the stored value itself, so the
-        # request path allocates nothing; ``lookup`` hands out copies.
-        self._entries: OrderedDict[str, tuple[float, SimpleNamespace]] = OrderedDict()
+        # ``peek`` hands out the stored value itself, so the request path allocates nothing;
+        # ``lookup`` hands out copies.
+        self._entries: BoundedTtlMap[str, SimpleNamespace] = BoundedTtlMap(max_entries)
+        self.peek = self._entries.get
         self._epoch = 0
         self._flushed_at = 0
         self._reads_in_flight: dict[str, int] = {}
@@ -61,19 +61,11 @@ class LocalTier:
 
     @property
     def max_entries(self) -> int:
-        return self._max_entries
+        return self._entries.max_entries
 
     @property
     def max_ttl_seconds(self) -> float:
         return self._max_ttl
-
-    def peek(self, cache_key: str) -> SimpleNamespace | None:
-        """A live entry's stored value, read-only for the caller, else ``None``."""
-        entry = self._entries.get(cache_key)
-        if entry is None or entry[0] <= _monotonic():
-            return None
-        self._entries.move_to_end(cache_key)
-        return entry[1]
 
     def lookup(self, cache_key: str) -> SimpleNamespace | None:
         """A live entry as a fresh namespace (callers may mutate it), else ``None``."""
@@ -111,10 +103,7 @@ class LocalTier:
         if not allowed or value is None or ttl <= 0:
             return False
         stored = SimpleNamespace(apiKey=value.apiKey, active=bool(value.active))
-        self._entries[cache_key] = (ticket.started_at + ttl, stored)
-        self._entries.move_to_end(cache_key)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+        self._entries.put_until(cache_key, stored, ticket.started_at + ttl)
         return True
 
     def evict(self, cache_key: str) -> None:
@@ -122,7 +111,7 @@ class LocalTier:
         self._epoch += 1
         if cache_key in self._reads_in_flight:
             self._evicted_at[cache_key] = self._epoch
-        self._entries.pop(cache_key, None)
+        self._entries.pop(cache_key)
         if self.on_evict is not None:
             self.on_evict(cache_key)
 
@@ -133,3 +122,21 @@ class LocalTier:
         self._entries.clear()
         if self.on_evict is not None:
             self.on_evict(None)
+
+    # -- what the invalidation listener calls -------------------------------------------------
+
+    def apply_invalidation(self, cache_key: str | None) -> None:
+        """An invalidation heard on the channel: evict one key, or flush for ``None``."""
+        if cache_key is None:
+            self.flush()
+        else:
+            self.evict(cache_key)
+
+    def mark_trusted(self) -> None:
+        """Subscribed (again): whatever was published meanwhile is lost, so start empty."""
+        self.flush()
+        self.trusted = True
+
+    def mark_untrusted(self) -> None:
+        """The channel is lost: bypass the L1 until the next subscription."""
+        self.trusted = False

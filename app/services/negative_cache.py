@@ -12,34 +12,22 @@ declines when anything was discarded in between.
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict
+from app.services.bounded_ttl_map import BoundedTtlMap
 
 
 class NegativeCache:
     """A per-process LRU set with a TTL on the monotonic clock."""
 
     def __init__(self, ttl_seconds: float, max_entries: int) -> None:
-        if max_entries < 1:
-            raise ValueError("max_entries must be at least 1")
         self._ttl = ttl_seconds
-        self._max_entries = max_entries
-        self._expiry: OrderedDict[str, float] = OrderedDict()
+        self._entries: BoundedTtlMap[str, bool] = BoundedTtlMap(max_entries)
         self._generation = 0
 
     def __len__(self) -> int:
-        return len(self._expiry)
+        return len(self._entries)
 
     def __contains__(self, cache_key: object) -> bool:
-        if not isinstance(cache_key, str):
-            return False
-        expires_at = self._expiry.get(cache_key)
-        if expires_at is None:
-            return False
-        if expires_at <= time.monotonic():
-            del self._expiry[cache_key]
-            return False
-        return True
+        return isinstance(cache_key, str) and self._entries.get(cache_key) is not None
 
     @property
     def generation(self) -> int:
@@ -52,15 +40,12 @@ class NegativeCache:
             return
         if read_at_generation is not None and read_at_generation != self._generation:
             return
-        self._expiry[cache_key] = time.monotonic() + self._ttl
-        self._expiry.move_to_end(cache_key)
-        while len(self._expiry) > self._max_entries:
-            self._expiry.popitem(last=False)
+        self._entries.put(cache_key, True, self._ttl)
 
     def discard(self, cache_key: str) -> None:
         self._generation += 1
-        self._expiry.pop(cache_key, None)
+        self._entries.pop(cache_key)
 
     def clear(self) -> None:
         self._generation += 1
-        self._expiry.clear()
+        self._entries.clear()

@@ -25,11 +25,11 @@ from __future__ import annotations
 import logging
 from types import SimpleNamespace
 
-from app.services.apikey_cache_backend import RedisApiKeyCacheBackend
-from app.services.circuit_breaker import CircuitBreakingCacheBackend
-from app.services.invalidation import InvalidationReport
+from app.services.cache_protocol import InvalidationReport
+from app.services.guarded_cache_backend import CircuitBreakingCacheBackend
 from app.services.invalidation_listener import AckCount, InvalidationListener
 from app.services.local_tier import LocalTier
+from app.services.redis_cache_backend import RedisApiKeyCacheBackend
 from app.services.single_flight import SingleFlight
 
 logger = logging.getLogger(__name__)
@@ -38,37 +38,42 @@ INVALIDATION_CHANNEL_SUFFIX = "invalidate"
 
 
 class TieredApiKeyCacheBackend:
-    """Per-process L1 over the shared L2, coherent through Redis pub/sub (module docstring)."""
+    """Per-process L1 over the shared L2, coherent through Redis pub/sub (module docstring).
+
+    Every collaborator is given: ``shared`` (the breaker around the L2), ``l2`` (the Redis
+    backend it guards, for the read that also returns the remaining TTL), ``l1`` and the
+    ``listener`` that keeps it coherent (``app.services.cache_factories.tiered_cache`` wires
+    the listener's callbacks to the L1).
+    """
 
     def __init__(
         self,
         shared: CircuitBreakingCacheBackend,
+        l2: RedisApiKeyCacheBackend,
+        l1: LocalTier,
+        listener: InvalidationListener,
         *,
-        l1_ttl_seconds: float = 60,
-        l1_max_entries: int = 100_000,
         ack_timeout_ms: int = 500,
-        watchdog_interval_seconds: float = 1.0,
     ) -> None:
-        l2 = shared.inner
-        if not isinstance(l2, RedisApiKeyCacheBackend):
-            raise TypeError("the tiered cache needs a breaker around a RedisApiKeyCacheBackend")
         if ack_timeout_ms < 1:
             raise ValueError("ack_timeout_ms must be at least 1")
         self._shared = shared
         self._l2 = l2
         self._ack_timeout = ack_timeout_ms / 1000.0
-        self._l1 = LocalTier(l1_max_entries, l1_ttl_seconds)
+        self._l1 = l1
         # Concurrent L1 misses of one key share one L2 read: a storm of first requests would
         # otherwise queue a read per request on the bounded pool and time out waiting for it.
         self._l2_reads: SingleFlight[str, SimpleNamespace | None] = SingleFlight()
         self._l1.on_evict = self._forget_shared_read
-        self._listener = InvalidationListener(
-            l2.client,
-            l2.key_prefix + INVALIDATION_CHANNEL_SUFFIX,
-            self._l1,
-            shared,
-            watchdog_interval_seconds=watchdog_interval_seconds,
-        )
+        self._listener = listener
+
+    @property
+    def shared(self) -> CircuitBreakingCacheBackend:
+        return self._shared
+
+    @property
+    def l1(self) -> LocalTier:
+        return self._l1
 
     @property
     def listener(self) -> InvalidationListener:

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from app.core.container import Container, build_container
-from app.core.keys import digest, generate_api_key
 from app.core.resources import close_container_resources
+from app.domain.keys import digest, generate_api_key
 from app.main import create_app
 from app.repositories.base import ApiKeyRecord
 from app.services.apikey_service import ApiKeyService, CreatedKey

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.core.keys import generate_api_key
+from app.domain.keys import generate_api_key
 from tests.api.conftest import Api, ApiFactory
 
 

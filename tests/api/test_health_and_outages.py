@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.core.keys import generate_api_key
+from app.domain.keys import generate_api_key
 from tests.api.conftest import Api, ApiFactory
 from tests.support.databases import execute_sql, run_sql, temporary_postgres_database
 from tests.support.redis_server import free_port

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from app.core.keys import digest, parse_api_key
+from app.domain.keys import digest, parse_api_key
 from tests.api.conftest import Api
 
 INVALIDATION_FIELDS = {"confirmed", "scope", "detail", "acknowledged", "expected"}

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from app.core.keys import digest, generate_api_key
+from app.domain.keys import digest, generate_api_key
 from tests.api.conftest import Api
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from app.core.keys import digest, parse_api_key
+from app.domain.keys import digest, parse_api_key
 from tests.support.live_server import LiveServer, console_script
 
 SETTING_NAMES = ("GAME_API_CONFIG", "APIKEY_CACHE_BACKEND", "REDIS_URL", "DATABASE_URL")

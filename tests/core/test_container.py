@@ -9,11 +9,11 @@ import pytest
 from redis.asyncio import Redis
 
 from app.core.container import Container
-from app.core.keys import digest
+from app.domain.keys import digest
 from app.repositories.memory import InMemoryApiKeyRepository
 from app.services.apikey_cache_backend import InMemoryApiKeyCacheBackend, RedisApiKeyCacheBackend
 from app.services.apikey_service import ApiKeyService
-from app.services.circuit_breaker import CircuitBreakingCacheBackend
+from app.services.guarded_cache_backend import CircuitBreakingCacheBackend
 from configs import CONFIG_DIR
 from tests.support.containers import make_container
 

@@ -7,8 +7,8 @@ from redis.asyncio import Redis
 
 from app.repositories.memory import InMemoryApiKeyRepository
 from app.services.apikey_cache_backend import InMemoryApiKeyCacheBackend, RedisApiKeyCacheBackend
-from app.services.cache_contracts import CoherentCacheBackend
-from app.services.circuit_breaker import CircuitBreakingCacheBackend
+from app.services.cache_factories import guard_cache
+from app.services.cache_protocol import CoherentCacheBackend
 from tests.correctness.support import ControlledRepository
 
 BACKENDS = ["memory", "fakeredis", "redis", "guarded-redis"]
@@ -27,7 +27,7 @@ def _build_backend(
     assert isinstance(client, Redis)
     redis_backend = RedisApiKeyCacheBackend(client, key_prefix=key_prefix)
     if name == "guarded-redis":
-        return CircuitBreakingCacheBackend(redis_backend, operation_timeout_seconds=5.0)
+        return guard_cache(redis_backend, operation_timeout_seconds=5.0)
     return redis_backend
 
 

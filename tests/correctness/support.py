@@ -14,10 +14,10 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from types import SimpleNamespace
 
-from app.repositories.base import ApiKeyRecord, ApiKeyRepository, RepositoryUnavailable
+from app.domain.errors import RepositoryUnavailable
+from app.repositories.base import ApiKeyRecord, ApiKeyRepository
 from app.repositories.memory import InMemoryApiKeyRepository
-from app.services.cache_contracts import CoherentCacheBackend
-from app.services.invalidation import InvalidationReport
+from app.services.cache_protocol import CoherentCacheBackend, InvalidationReport
 
 
 class ControlledRepository:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from app.core.keys import digest
+from app.domain.keys import digest
 from app.services.apikey_cache_backend import InMemoryApiKeyCacheBackend
 from app.services.apikey_service import ApiKeyService
 from tests.correctness.support import ControlledRepository

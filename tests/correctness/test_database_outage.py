@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from app.core.keys import generate_api_key
-from app.repositories.base import RepositoryUnavailable
+from app.domain.errors import RepositoryUnavailable
+from app.domain.keys import generate_api_key
 from app.services.apikey_cache_backend import InMemoryApiKeyCacheBackend
 from app.services.apikey_service import ApiKeyService, CreatedKey
 from tests.correctness.http_app import ServedApp, served_app

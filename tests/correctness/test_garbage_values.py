@@ -13,10 +13,10 @@ from collections.abc import Awaitable, Callable
 import pytest
 from redis.asyncio import Redis
 
-from app.core.keys import digest
+from app.domain.keys import digest
 from app.services.apikey_cache_backend import RedisApiKeyCacheBackend
 from app.services.apikey_service import ApiKeyService
-from app.services.circuit_breaker import CircuitBreakingCacheBackend
+from app.services.cache_factories import guard_cache
 from app.services.metrics import CacheMetrics
 from tests.correctness.support import ControlledRepository
 
@@ -75,7 +75,7 @@ async def test_a_key_whose_cache_entry_is_garbage_authenticates_and_is_cached_ag
 ) -> None:
     metrics = CacheMetrics()
     backend = RedisApiKeyCacheBackend(client, key_prefix=key_prefix)
-    guarded = CircuitBreakingCacheBackend(
+    guarded = guard_cache(
         backend, failure_threshold=1, operation_timeout_seconds=5.0, metrics=metrics
     )
     service = ApiKeyService(guarded, repository, metrics=metrics)

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.core.result import Ok
 
-from app.core.keys import (
+from app.domain.keys import (
     ALPHABET,
     ID_LENGTH,
     SECRET_LENGTH,

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from types import SimpleNamespace
 
 import pytest
 
-from app.core.keys import ParsedApiKey, digest, generate_api_key
-from app.services import negative_cache
+from app.domain.errors import InvalidApiKey
+from app.domain.keys import ParsedApiKey, digest, generate_api_key
+from app.services import bounded_ttl_map
 from app.services.apikey_cache_backend import InMemoryApiKeyCacheBackend
-from app.services.apikey_service import ApiKeyService, InvalidApiKey
+from app.services.apikey_service import ApiKeyService
 from tests.correctness.support import ControlledRepository
 
 REAL_KEYS = 20
@@ -64,7 +64,7 @@ async def test_an_unknown_key_is_looked_up_again_once_its_ttl_has_passed(
     repository: ControlledRepository, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = [100.0]
-    monkeypatch.setattr(negative_cache, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    monkeypatch.setattr(bounded_ttl_map, "_monotonic", lambda: now[0])
     service = ApiKeyService(InMemoryApiKeyCacheBackend(), repository, negative_ttl_seconds=5)
     plaintext = generate_api_key().plaintext
 

@@ -19,15 +19,15 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.clients.redis_client import build_redis_client
+from app.domain.errors import InvalidApiKey
 from app.services.apikey_cache_backend import RedisApiKeyCacheBackend
 from app.services.apikey_service import (
     ApiKeyService,
     AuthenticatedKey,
     CreatedKey,
-    InvalidApiKey,
     RevocationResult,
 )
-from app.services.circuit_breaker import CircuitBreakingCacheBackend
+from app.services.cache_factories import guard_cache
 from app.services.metrics import CacheMetrics
 from tests.correctness.support import ControlledRepository, ManualClock, timed
 from tests.support.redis_server import RedisServerProcess
@@ -52,7 +52,7 @@ class Harness:
     repository: ControlledRepository = field(default_factory=ControlledRepository.in_memory)
 
     def __post_init__(self) -> None:
-        self.breaker = CircuitBreakingCacheBackend(
+        self.breaker = guard_cache(
             RedisApiKeyCacheBackend(self.client, key_prefix="game:apikey:"),
             failure_threshold=THRESHOLD,
             reset_after_seconds=RESET_SECONDS,

@@ -15,11 +15,12 @@ import fakeredis
 import pytest
 from redis.asyncio import Redis
 
-from app.core.keys import digest
+from app.domain.errors import InvalidApiKey
+from app.domain.keys import digest
 from app.services.apikey_cache_backend import RedisApiKeyCacheBackend
-from app.services.apikey_service import ApiKeyService, CreatedKey, InvalidApiKey
-from app.services.circuit_breaker import CircuitBreakingCacheBackend
-from app.services.invalidation import InvalidationReport
+from app.services.apikey_service import ApiKeyService, CreatedKey
+from app.services.cache_factories import guard_cache
+from app.services.cache_protocol import InvalidationReport
 from app.services.metrics import CacheMetrics
 from tests.correctness.support import ControlledRepository, CountingCache, ManualClock
 
@@ -40,7 +41,7 @@ class Setup:
         self.metrics = CacheMetrics()
         self.redis_backend = RedisApiKeyCacheBackend(client, key_prefix=key_prefix)
         self.counting = CountingCache(self.redis_backend)
-        self.breaker = CircuitBreakingCacheBackend(
+        self.breaker = guard_cache(
             self.counting,
             failure_threshold=failure_threshold,
             reset_after_seconds=RESET_SECONDS,

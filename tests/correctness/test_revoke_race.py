@@ -13,9 +13,10 @@ import asyncio
 
 import pytest
 
-from app.core.keys import digest
-from app.services.apikey_service import ApiKeyService, AuthenticatedKey, InvalidApiKey
-from app.services.cache_contracts import CoherentCacheBackend
+from app.domain.errors import InvalidApiKey
+from app.domain.keys import digest
+from app.services.apikey_service import ApiKeyService, AuthenticatedKey
+from app.services.cache_protocol import CoherentCacheBackend
 from tests.correctness.support import ControlledRepository, OverwritingFills
 
 

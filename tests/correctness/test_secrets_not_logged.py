@@ -14,7 +14,7 @@ from pathlib import Path
 import fakeredis
 import pytest
 
-from app.core.keys import digest, generate_api_key
+from app.domain.keys import digest, generate_api_key
 from tests.correctness.http_app import ServedApp, served_app
 from tests.support.databases import migrated_sqlite_url
 

@@ -8,10 +8,10 @@ import pytest
 from dependency_injector import providers
 
 from app.core.container import Container, build_container
-from app.core.keys import generate_api_key
+from app.domain.errors import InvalidApiKey
+from app.domain.keys import generate_api_key
 from app.repositories.memory import InMemoryApiKeyRepository
 from app.services.apikey_cache_backend import InMemoryApiKeyCacheBackend
-from app.services.apikey_service import InvalidApiKey
 from configs import Settings
 from tests.correctness.support import ControlledRepository
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from redis.asyncio import Redis
 
-from app.core.keys import digest
+from app.domain.keys import digest
 from tests.support.live_server import LiveServer, worker_of
 
 pytestmark = pytest.mark.slow

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from app.core.keys import digest
+from app.domain.keys import digest
 from tests.support.live_server import LiveServer, worker_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis_server, pytest.mark.timeout(1200)]

@@ -15,9 +15,10 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.core.keys import digest, generate_api_key
 from app.db.engine import build_engine, build_session_factory
-from app.repositories.base import ApiKeyRecord, DuplicateKey, RepositoryUnavailable
+from app.domain.errors import DuplicateKey, RepositoryUnavailable
+from app.domain.keys import digest, generate_api_key
+from app.repositories.base import ApiKeyRecord
 from app.repositories.sql import SqlApiKeyRepository
 from tests.support.redis_server import free_port
 

@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from app.services.apikey_cache_backend import InMemoryApiKeyCacheBackend, RedisApiKeyCacheBackend
-from app.services.cache_contracts import CoherentCacheBackend
+from app.services.cache_protocol import CoherentCacheBackend
 
 
 @dataclass

@@ -9,18 +9,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from app.core.keys import digest
+from app.domain.errors import InvalidApiKey, InvalidKeyRequest, KeyNotActive, UnknownKeyPrefix
+from app.domain.keys import digest
 from app.repositories.base import ApiKeyRecord
 from app.repositories.memory import InMemoryApiKeyRepository
 from app.services.apikey_cache_backend import InMemoryApiKeyCacheBackend
-from app.services.apikey_service import (
-    ApiKeyService,
-    InvalidApiKey,
-    InvalidKeyRequest,
-    KeyNotActive,
-    UnknownKeyPrefix,
-)
-from app.services.invalidation import InvalidationReport
+from app.services.apikey_service import ApiKeyService
+from app.services.cache_protocol import InvalidationReport
 
 
 class Clock:
@@ -104,7 +99,7 @@ async def test_hit_filled_by_another_process_loads_scopes_once(
 
 
 async def test_unknown_key_is_refused(service: ApiKeyService) -> None:
-    from app.core.keys import generate_api_key
+    from app.domain.keys import generate_api_key
 
     with pytest.raises(InvalidApiKey) as raised:
         await service.authenticate(generate_api_key().plaintext)

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from app.services.cache_contracts import CoherentCacheBackend
+from app.services.cache_protocol import CoherentCacheBackend
 from tests.services.backends import BACKEND_FACTORIES, BackendContext
 
 

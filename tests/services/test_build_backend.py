@@ -11,6 +11,7 @@ from app.services.apikey_cache_backend import (
     RedisApiKeyCacheBackend,
     build_apikey_cache_backend,
 )
+from app.services.guarded_cache_backend import CircuitBreakingCacheBackend
 
 
 def test_memory_by_name() -> None:
@@ -19,11 +20,15 @@ def test_memory_by_name() -> None:
 
 async def test_redis_with_url_uses_that_url_and_prefix() -> None:
     backend = build_apikey_cache_backend("redis", "redis://127.0.0.1:6390/3", "custom:")
-    assert isinstance(backend, RedisApiKeyCacheBackend)
-    assert backend.key_prefix == "custom:"
-    kwargs = backend.client.connection_pool.connection_kwargs
+    # The same guarded backend the service runs on: the breaker around the shared keyspace.
+    assert isinstance(backend, CircuitBreakingCacheBackend)
+    shared = backend.inner
+    assert isinstance(shared, RedisApiKeyCacheBackend)
+    assert shared.key_prefix == "custom:"
+    kwargs = shared.client.connection_pool.connection_kwargs
     assert (kwargs["port"], kwargs["db"]) == (6390, 3)
-    await backend.client.aclose()
+    assert kwargs["socket_timeout"] is not None and kwargs["socket_timeout"] <= 1
+    await shared.client.aclose()
 
 
 @pytest.mark.parametrize("url", [None, ""])

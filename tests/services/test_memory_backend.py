@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from app.services import apikey_cache_backend
+from app.services import bounded_ttl_map
 from app.services.apikey_cache_backend import InMemoryApiKeyCacheBackend
 
 
@@ -22,7 +22,7 @@ class FakeMonotonic:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeMonotonic:
     fake = FakeMonotonic()
-    monkeypatch.setattr(apikey_cache_backend.time, "monotonic", fake)
+    monkeypatch.setattr(bounded_ttl_map, "_monotonic", fake)
     return fake
 
 

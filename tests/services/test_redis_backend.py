@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from app.services.apikey_cache_backend import RedisApiKeyCacheBackend, escape_glob
+from app.services.apikey_cache_backend import RedisApiKeyCacheBackend
+from app.services.redis_cache_backend import escape_glob
 
 
 @pytest.fixture(params=["fakeredis", "redis"])

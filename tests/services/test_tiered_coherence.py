@@ -10,7 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from app.services.apikey_cache_backend import RedisApiKeyCacheBackend
-from app.services.circuit_breaker import CircuitBreakingCacheBackend
+from app.services.cache_factories import guard_cache, tiered_cache
 from app.services.tiered_cache_backend import TieredApiKeyCacheBackend
 from tests.services.tiered_support import TieredFactory, ready
 
@@ -66,9 +66,7 @@ async def test_a_miss_fills_the_l1_and_the_next_get_is_served_from_it(
     clients: tuple[Redis, Redis], key_prefix: str
 ) -> None:
     l2 = GatedRedisBackend(clients[0], key_prefix)
-    backend = TieredApiKeyCacheBackend(
-        CircuitBreakingCacheBackend(l2), watchdog_interval_seconds=0.25
-    )
+    backend = tiered_cache(guard_cache(l2), watchdog_interval_seconds=0.25)
     try:
         await ready(backend)
         await l2.set(KEY, active(), 60)
@@ -161,9 +159,7 @@ async def test_an_invalidation_that_overtakes_an_l2_read_is_not_undone_by_it(
     clients: tuple[Redis, Redis], key_prefix: str, tiered_factory: TieredFactory
 ) -> None:
     gated = GatedRedisBackend(clients[1], key_prefix)
-    reader = TieredApiKeyCacheBackend(
-        CircuitBreakingCacheBackend(gated), watchdog_interval_seconds=0.25
-    )
+    reader = tiered_cache(guard_cache(gated), watchdog_interval_seconds=0.25)
     revoker = tiered_factory(clients[0], key_prefix)
     try:
         await ready(reader, revoker)
@@ -192,9 +188,7 @@ async def test_a_local_invalidation_also_voids_this_workers_read_in_flight(
     fake_redis: Redis, key_prefix: str
 ) -> None:
     gated = GatedRedisBackend(fake_redis, key_prefix)
-    backend = TieredApiKeyCacheBackend(
-        CircuitBreakingCacheBackend(gated), watchdog_interval_seconds=0.25
-    )
+    backend = tiered_cache(guard_cache(gated), watchdog_interval_seconds=0.25)
     try:
         await ready(backend)
         await gated.set(KEY, active(), 60)
@@ -245,9 +239,7 @@ async def test_the_l1_ttl_caps_an_entry_below_the_l2_ttl(
     fake_redis: Redis, key_prefix: str
 ) -> None:
     gated = GatedRedisBackend(fake_redis, key_prefix)
-    backend = TieredApiKeyCacheBackend(
-        CircuitBreakingCacheBackend(gated), l1_ttl_seconds=1, watchdog_interval_seconds=0.25
-    )
+    backend = tiered_cache(guard_cache(gated), l1_ttl_seconds=1, watchdog_interval_seconds=0.25)
     try:
         await ready(backend)
         await gated.set(KEY, active(), 60)
@@ -281,9 +273,7 @@ async def test_concurrent_misses_of_one_key_share_one_l2_read(
 ) -> None:
     """A storm of first requests must not queue one L2 read each on the bounded pool."""
     gated = GatedRedisBackend(fake_redis, key_prefix)
-    backend = TieredApiKeyCacheBackend(
-        CircuitBreakingCacheBackend(gated), watchdog_interval_seconds=0.25
-    )
+    backend = tiered_cache(guard_cache(gated), watchdog_interval_seconds=0.25)
     try:
         await ready(backend)
         await gated.set(KEY, active(), 60)
@@ -307,9 +297,7 @@ async def test_a_miss_after_an_eviction_does_not_join_the_read_it_made_stale(
 ) -> None:
     """A request arriving after the revocation reached this worker reads the L2 afresh."""
     gated = GatedRedisBackend(clients[1], key_prefix)
-    reader = TieredApiKeyCacheBackend(
-        CircuitBreakingCacheBackend(gated), watchdog_interval_seconds=0.25
-    )
+    reader = tiered_cache(guard_cache(gated), watchdog_interval_seconds=0.25)
     revoker = tiered_factory(clients[0], key_prefix)
     try:
         await ready(reader, revoker)

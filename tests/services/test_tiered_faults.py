@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from app.clients.redis_client import build_redis_client
-from app.services.circuit_breaker import CacheUnavailable
+from app.domain.errors import CacheUnavailable
 from app.services.tiered_cache_backend import TieredApiKeyCacheBackend
 from tests.services.tiered_support import TieredFactory, eventually, ready
 from tests.support.redis_server import RedisServerProcess

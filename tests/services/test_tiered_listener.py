@@ -10,7 +10,7 @@ import fakeredis
 import pytest
 from redis.asyncio import Redis
 
-from app.services.circuit_breaker import CacheUnavailable
+from app.domain.errors import CacheUnavailable
 from app.services.tiered_cache_backend import TieredApiKeyCacheBackend
 from tests.services.tiered_support import TieredFactory, build_tiered, eventually, ready
 

@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from app.services.apikey_cache_backend import RedisApiKeyCacheBackend
-from app.services.circuit_breaker import CircuitBreakingCacheBackend
+from app.services.cache_factories import guard_cache, tiered_cache
 from app.services.tiered_cache_backend import TieredApiKeyCacheBackend
 
 READY_TIMEOUT_SECONDS = 10.0
@@ -31,10 +31,8 @@ def build_tiered(client: Redis, key_prefix: str, **options: Any) -> TieredApiKey
         if name in options
     }
     options.setdefault("watchdog_interval_seconds", 0.25)
-    shared = CircuitBreakingCacheBackend(
-        RedisApiKeyCacheBackend(client, key_prefix=key_prefix), **breaker_options
-    )
-    return TieredApiKeyCacheBackend(shared, **options)
+    shared = guard_cache(RedisApiKeyCacheBackend(client, key_prefix=key_prefix), **breaker_options)
+    return tiered_cache(shared, **options)
 
 
 @pytest.fixture

@@ -18,6 +18,8 @@ import secrets
 import zlib
 from dataclasses import dataclass, field
 
+from app.domain.errors import GameApiError
+
 TYPE_PREFIX = "game_"
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 ID_LENGTH = 8
@@ -32,8 +34,11 @@ _KEY_PATTERN = re.compile(
 _PREFIX_PATTERN = re.compile(rf"{TYPE_PREFIX}[0-9A-Za-z]{{{ID_LENGTH}}}")
 
 
-class MalformedApiKey(ValueError):
-    """The text is not a well-formed game-api key (shape or checksum)."""
+class MalformedApiKey(GameApiError, ValueError):
+    """The text is not a well-formed game-api key (shape or checksum): refused like any bad key."""
+
+    status_code = 401
+    public_message = "invalid or missing API key"
 
 
 @dataclass(frozen=True, slots=True)

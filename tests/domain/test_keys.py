@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from app.core.keys import (
+from app.domain.keys import (
     KEY_LENGTH,
     MalformedApiKey,
     checksum,
