@@ -27,6 +27,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy app configs
+	$(BIN)/lint-imports --no-cache
 
 bench: install
 	$(BIN)/python -m bench.run
