@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from app.api import bench_routes, health, keys, me
-from app.api.deps import API_KEY_SCHEME_NAME, HEADER_NAME_STATE
+from app.api.authentication import API_KEY_SCHEME_NAME, HEADER_NAME_STATE, KeyHeader
 from app.api.errors import register_error_handlers
 from app.api.worker_id import WorkerIdMiddleware
 from app.core.container import Container, build_container
@@ -23,7 +23,7 @@ from configs import Settings, load_settings
 
 logger = logging.getLogger(__name__)
 
-WIRED_MODULES = ["app.api.deps", "app.api.health", "app.api.keys", "app.api.me"]
+WIRED_MODULES = ["app.api.authentication", "app.api.deps", "app.api.health", "app.api.keys"]
 BENCH_MODULES = ["app.api.bench_routes"]
 
 
@@ -38,20 +38,24 @@ def _lifespan(container: Container) -> Callable[[FastAPI], Any]:
     return lifespan
 
 
-def _openapi_with_header_name(app: FastAPI, header_name: str) -> Callable[[], dict[str, Any]]:
-    """The OpenAPI document with the configured header name in the API-key scheme.
+def _openapi_with_key_scheme(app: FastAPI, header_name: str) -> Callable[[], dict[str, Any]]:
+    """The OpenAPI document with the API-key scheme under the configured header name.
 
-    The scheme is declared once with the default name; this keeps ``/docs`` and its
-    "Authorize" button in step with ``APIKEY_HEADER_NAME``.
+    Authenticated routes name the scheme in their ``security`` (``AuthenticatedRoute``); this
+    declares it, so ``/docs`` has its "Authorize" button and sends the key where it belongs.
     """
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = generate()
-            schemes = schema.get("components", {}).get("securitySchemes", {})
-            if API_KEY_SCHEME_NAME in schemes:
-                schemes[API_KEY_SCHEME_NAME]["name"] = header_name
+            schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+            schemes[API_KEY_SCHEME_NAME] = {
+                "type": "apiKey",
+                "in": "header",
+                "name": header_name,
+                "description": "An API key issued by `POST /v1/keys` or `game-api keys create`.",
+            }
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -76,7 +80,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.container = container
-    setattr(app.state, HEADER_NAME_STATE, header_name)
+    setattr(app.state, HEADER_NAME_STATE, KeyHeader.named(header_name))
     register_error_handlers(app)
     for router in (health.router, me.router, keys.router):
         app.include_router(router)
@@ -84,5 +88,5 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         app.include_router(bench_routes.router)
     if container.config.EXPOSE_WORKER_ID():
         app.add_middleware(WorkerIdMiddleware)
-    app.openapi = _openapi_with_header_name(app, header_name)  # type: ignore[method-assign]
+    app.openapi = _openapi_with_key_scheme(app, header_name)  # type: ignore[method-assign]
     return app

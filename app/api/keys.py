@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, status
 
-from app.api.deps import AdminKey, ApiKeyServiceDep
+from app.api.authentication import AuthenticatedRoute, requires_scope
+from app.api.deps import ApiKeyServiceDep
 from app.api.schemas import (
     CacheInvalidationOut,
     CreatedKeyOut,
@@ -19,9 +20,10 @@ from app.api.schemas import (
 )
 from app.domain.errors import UnknownKeyPrefix
 from app.domain.keys import is_valid_prefix
+from app.domain.scopes import ADMIN
 from app.services.apikey_service import utc_now
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"])
+router = APIRouter(prefix="/v1/keys", tags=["keys"], route_class=AuthenticatedRoute)
 
 KeyPrefix = Annotated[str, Path(description="The public prefix, e.g. game_Ab3dE9xZ")]
 
@@ -34,23 +36,22 @@ def _checked(prefix: str) -> str:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-async def create_key(
-    body: CreateKeyRequest, _admin: AdminKey, service: ApiKeyServiceDep
-) -> CreatedKeyOut:
+@requires_scope(ADMIN)
+async def create_key(body: CreateKeyRequest, service: ApiKeyServiceDep) -> CreatedKeyOut:
     created = await service.create(body.name, body.scopes, body.expires_in)
     return CreatedKeyOut.of(created)
 
 
 @router.get("")
-async def list_keys(_admin: AdminKey, service: ApiKeyServiceDep) -> KeyListOut:
+@requires_scope(ADMIN)
+async def list_keys(service: ApiKeyServiceDep) -> KeyListOut:
     now = utc_now()
     return KeyListOut(keys=[KeyOut.of(record, now) for record in await service.list_keys()])
 
 
 @router.post("/{prefix}/revoke")
-async def revoke_key(
-    prefix: KeyPrefix, _admin: AdminKey, service: ApiKeyServiceDep
-) -> RevokedKeyOut:
+@requires_scope(ADMIN)
+async def revoke_key(prefix: KeyPrefix, service: ApiKeyServiceDep) -> RevokedKeyOut:
     result = await service.revoke(_checked(prefix))
     key = KeyOut.of(result.record, utc_now())
     return RevokedKeyOut(
@@ -59,9 +60,9 @@ async def revoke_key(
 
 
 @router.post("/{prefix}/rotate", status_code=status.HTTP_201_CREATED)
+@requires_scope(ADMIN)
 async def rotate_key(
     prefix: KeyPrefix,
-    _admin: AdminKey,
     service: ApiKeyServiceDep,
     body: Annotated[RotateKeyRequest | None, Body()] = None,
 ) -> RotatedKeyOut:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
-from app.api.deps import CurrentKey
+from app.api.authentication import AuthenticatedRoute, caller_of, requires_key
 from app.api.schemas import MeOut
 
-router = APIRouter(prefix="/v1", tags=["me"])
+router = APIRouter(prefix="/v1", tags=["me"], route_class=AuthenticatedRoute)
 
 
 @router.get("/me")
-async def read_me(key: CurrentKey) -> MeOut:
-    return MeOut.of(key)
+@requires_key()
+async def read_me(request: Request) -> MeOut:
+    return MeOut.of(caller_of(request))

@@ -124,3 +124,14 @@ async def test_the_header_name_is_configurable(make_api: ApiFactory, database_ur
         "name": "X-Game-Key",
         "description": "An API key issued by `POST /v1/keys` or `game-api keys create`.",
     }
+
+
+@pytest.mark.parametrize("padding", [" ", "\t", "  \t ", "\t \t"])
+async def test_optional_whitespace_around_the_key_is_not_part_of_it(api: Api, padding: str) -> None:
+    """RFC 9110 §5.5: leading and trailing spaces and tabs are not part of a field value."""
+    created = await api.create_key(["read"])
+
+    for value in (created.plaintext + padding, padding + created.plaintext + padding):
+        response = await api.client.get("/v1/me", headers={"X-API-Key": value})
+        assert response.status_code == 200, repr(value)
+        assert response.json()["prefix"] == created.record.prefix

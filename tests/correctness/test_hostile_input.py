@@ -110,7 +110,8 @@ HEADER_VALUES = st.one_of(
 
 def _is_well_formed(raw: bytes) -> bool:
     try:
-        parse_api_key(raw.decode("latin-1"))  # how the ASGI server hands headers to the app
+        # How the app reads the header: latin-1, optional whitespace around it trimmed.
+        parse_api_key(raw.strip(b" \t").decode("latin-1"))
     except MalformedApiKey:
         return False
     return True
