@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, NoReturn, TypeVar
+from datetime import datetime
+from typing import NoReturn, TypeVar
 
+from pydantic import BaseModel, TypeAdapter
+
+from app.api.schemas import CreatedKeyOut, KeyListOut, RevokedKeyOut, RotatedKeyOut
 from app.core.container import Container, build_container
 from app.core.resources import close_container_resources
-from app.domain.errors import GameApiError, UnknownKeyPrefix
-from app.domain.keys import is_valid_prefix
+from app.domain.errors import GameApiError
+from app.domain.keys import checked_prefix
 from app.domain.scopes import ADMIN
-from app.repositories.base import ApiKeyRecord
 from app.services.apikey_service import ApiKeyService, CreatedKey, utc_now
 from app.services.cache_protocol import InvalidationReport
 from configs import ConfigError, Settings, load_settings
@@ -54,40 +56,14 @@ def _run_with_service(settings: Settings, work: Callable[[ApiKeyService], Awaita
     return asyncio.run(run())
 
 
-def _checked_prefix(prefix: str) -> str:
-    if not is_valid_prefix(prefix):
-        raise UnknownKeyPrefix(prefix)
-    return prefix
+def _print_json(model: BaseModel) -> None:
+    """The HTTP API's own response shape, so scripts can switch between the two freely."""
+    print(model.model_dump_json())
 
 
-def _record_json(record: ApiKeyRecord) -> dict[str, Any]:
-    def when(value: Any) -> str | None:
-        return None if value is None else value.isoformat()
-
-    return {
-        "prefix": record.prefix,
-        "name": record.name,
-        "scopes": list(record.scopes),
-        "created_at": when(record.created_at),
-        "expires_at": when(record.expires_at),
-        "revoked_at": when(record.revoked_at),
-        "active": record.is_active(utc_now()),
-    }
-
-
-def _created_json(created: CreatedKey) -> dict[str, Any]:
-    record = _record_json(created.record)
-    return {"key": created.plaintext, **record}
-
-
-def _report_json(report: InvalidationReport) -> dict[str, Any]:
-    return {
-        "confirmed": report.confirmed,
-        "scope": report.scope,
-        "detail": report.detail,
-        "acknowledged": report.acknowledged,
-        "expected": report.expected,
-    }
+def _when(value: datetime | None) -> str:
+    """A date as the JSON shapes print it (ISO 8601, UTC, ``Z``), or ``never``."""
+    return "never" if value is None else TypeAdapter(datetime).dump_python(value, mode="json")
 
 
 def _print_created(created: CreatedKey, heading: str) -> None:
@@ -97,7 +73,7 @@ def _print_created(created: CreatedKey, heading: str) -> None:
     print(f"  prefix:  {record.prefix}")
     print(f"  name:    {record.name}")
     print(f"  scopes:  {' '.join(record.scopes) or '-'}")
-    print(f"  expires: {record.expires_at.isoformat() if record.expires_at else 'never'}")
+    print(f"  expires: {_when(record.expires_at)}")
 
 
 def _warn_unconfirmed(report: InvalidationReport) -> None:
@@ -115,38 +91,40 @@ def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> None:
         settings, lambda service: service.create(args.name, args.scope, args.expires_in)
     )
     if args.json:
-        print(json.dumps(_created_json(created)))
+        _print_json(CreatedKeyOut.of(created))
     else:
         _print_created(created, "Created a key. It is shown this once: store it now.")
 
 
 def cmd_keys_list(settings: Settings, args: argparse.Namespace) -> None:
     records = _run_with_service(settings, lambda service: service.list_keys())
-    rows = [_record_json(record) for record in records]
+    listing = KeyListOut.of(records, utc_now())
     if args.json:
-        print(json.dumps(rows))
+        _print_json(listing)
         return
-    print(f"{'PREFIX':<14} {'STATUS':<8} {'SCOPES':<18} {'EXPIRES':<26} NAME")
-    for row in rows:
-        status = "active" if row["active"] else ("revoked" if row["revoked_at"] else "expired")
+    rows = [
+        (
+            key.prefix,
+            "active" if key.active else ("revoked" if key.revoked_at else "expired"),
+            " ".join(key.scopes) or "-",
+            _when(key.expires_at),
+            key.name,
+        )
+        for key in listing.keys
+    ]
+    header = ("PREFIX", "STATUS", "SCOPES", "EXPIRES", "NAME")
+    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(4)]
+    for row in [header, *rows]:
         print(
-            f"{row['prefix']:<14} {status:<8} {' '.join(row['scopes']) or '-':<18} "
-            f"{row['expires_at'] or 'never':<26} {row['name']}"
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[4]
         )
 
 
 def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> None:
-    prefix = _checked_prefix(args.prefix)
+    prefix = checked_prefix(args.prefix)
     result = _run_with_service(settings, lambda service: service.revoke(prefix))
     if args.json:
-        print(
-            json.dumps(
-                {
-                    **_record_json(result.record),
-                    "cache_invalidation": _report_json(result.invalidation),
-                }
-            )
-        )
+        _print_json(RevokedKeyOut.of_result(result, utc_now()))
     else:
         print(
             f"revoked {prefix} (cache: {result.invalidation.detail or result.invalidation.scope})"
@@ -155,22 +133,14 @@ def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> None:
-    prefix = _checked_prefix(args.prefix)
+    prefix = checked_prefix(args.prefix)
     result = _run_with_service(settings, lambda service: service.rotate(prefix, args.grace))
     if args.json:
-        print(
-            json.dumps(
-                {
-                    **_created_json(result.new_key),
-                    "old_key": _record_json(result.old_record),
-                    "cache_invalidation": _report_json(result.invalidation),
-                }
-            )
-        )
+        _print_json(RotatedKeyOut.of_result(result, utc_now()))
     else:
         _print_created(result.new_key, f"Rotated {prefix}. The new key is shown this once:")
         expiry = result.old_record.expires_at
-        print(f"  {prefix} stops working at {expiry.isoformat() if expiry else 'never'}")
+        print(f"  {prefix} stops working at {_when(expiry)}")
     _warn_unconfirmed(result.invalidation)
 
 

@@ -1,14 +1,24 @@
-"""Request and response bodies. No response model has a field for a digest; only
-``CreatedKeyOut.key`` carries a plaintext, once, at creation."""
+"""Request and response bodies: the one set of shapes for HTTP and every CLI ``--json``.
+
+No response model has a field for a digest; only ``CreatedKeyOut.key`` carries a plaintext,
+once, at creation. Dates are ISO 8601 in UTC with a ``Z`` (pydantic's JSON mode), wherever
+they are printed.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.repositories.base import ApiKeyRecord
-from app.services.apikey_service import AuthenticatedKey, CreatedKey
+from app.services.apikey_service import (
+    AuthenticatedKey,
+    CreatedKey,
+    RevocationResult,
+    RotationResult,
+)
 from app.services.cache_protocol import InvalidationReport, InvalidationScope
 
 
@@ -63,6 +73,10 @@ class KeyOut(BaseModel):
 class KeyListOut(BaseModel):
     keys: list[KeyOut]
 
+    @classmethod
+    def of(cls, records: Iterable[ApiKeyRecord], now: datetime) -> KeyListOut:
+        return cls(keys=[KeyOut.of(record, now) for record in records])
+
 
 class CreatedKeyOut(BaseModel):
     key: str = Field(description="The key itself: shown this once, store it now")
@@ -106,7 +120,22 @@ class CacheInvalidationOut(BaseModel):
 class RevokedKeyOut(KeyOut):
     cache_invalidation: CacheInvalidationOut
 
+    @classmethod
+    def of_result(cls, result: RevocationResult, now: datetime) -> RevokedKeyOut:
+        return cls(
+            **KeyOut.of(result.record, now).model_dump(),
+            cache_invalidation=CacheInvalidationOut.of(result.invalidation),
+        )
+
 
 class RotatedKeyOut(CreatedKeyOut):
     old_key: KeyOut
     cache_invalidation: CacheInvalidationOut
+
+    @classmethod
+    def of_result(cls, result: RotationResult, now: datetime) -> RotatedKeyOut:
+        return cls(
+            **CreatedKeyOut.of(result.new_key).model_dump(),
+            old_key=KeyOut.of(result.old_record, now),
+            cache_invalidation=CacheInvalidationOut.of(result.invalidation),
+        )

@@ -18,7 +18,7 @@ import secrets
 import zlib
 from dataclasses import dataclass, field
 
-from app.domain.errors import GameApiError
+from app.domain.errors import GameApiError, UnknownKeyPrefix
 
 TYPE_PREFIX = "game_"
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -115,3 +115,13 @@ def digest(plaintext: str) -> str:
     A fast hash is right here: with 130 random bits there is nothing for a slow hash to protect.
     """
     return hashlib.sha256(plaintext.encode("utf-8")).hexdigest()
+
+
+def checked_prefix(text: str) -> str:
+    """``text`` when it has the shape of a prefix; ``UnknownKeyPrefix`` otherwise.
+
+    A malformed prefix names no key: the answer is "no such key" without asking the database.
+    """
+    if not is_valid_prefix(text):
+        raise UnknownKeyPrefix(text)
+    return text

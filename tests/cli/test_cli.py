@@ -87,7 +87,7 @@ def test_keys_create_text_shows_the_key_once_and_honours_expiry(cli: Cli) -> Non
     match = re.search(r"key:\s+(game_\S+)", output)
     assert match is not None
     assert "shown this once" in output
-    listing = cli.json("keys", "list")
+    listing = cli.json("keys", "list")["keys"]
     assert listing[0]["expires_at"] is not None
     assert match.group(1) not in json.dumps(listing)
 
@@ -95,7 +95,7 @@ def test_keys_create_text_shows_the_key_once_and_honours_expiry(cli: Cli) -> Non
 def test_keys_list_shows_no_secret(cli: Cli) -> None:
     created = cli.json("keys", "create", "--name", "bot", "--scope", "read")
 
-    listing = cli.json("keys", "list")
+    listing = cli.json("keys", "list")["keys"]
     table = cli.ok("keys", "list")
 
     assert [entry["prefix"] for entry in listing] == [created["prefix"]]
@@ -112,7 +112,7 @@ def test_keys_revoke_marks_the_key_revoked(cli: Cli) -> None:
     output = cli.ok("keys", "revoke", created["prefix"])
 
     assert f"revoked {created['prefix']}" in output
-    assert cli.json("keys", "list")[0]["active"] is False
+    assert cli.json("keys", "list")["keys"][0]["active"] is False
 
 
 def test_keys_rotate_issues_a_new_key_and_schedules_the_old_one(cli: Cli) -> None:
@@ -185,7 +185,7 @@ def test_config_file_chooses_the_database_and_env_vars_override_it(
             [console_script(), "keys", "list", "--json", "--config", str(config)],
             env=env, capture_output=True, text=True, timeout=120, check=True,
         )  # fmt: skip
-        listed: list[dict[str, Any]] = json.loads(result.stdout)
+        listed: list[dict[str, Any]] = json.loads(result.stdout)["keys"]
         return listed
 
     created = other.json("keys", "create", "--name", "in-other")
