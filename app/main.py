@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from app.api import bench_routes, health, keys, me
 from app.api.authentication import API_KEY_SCHEME_NAME, HEADER_NAME_STATE, KeyHeader
 from app.api.errors import register_error_handlers
+from app.api.request_limits import RequestLimits, RequestLimitsMiddleware
 from app.api.worker_id import WorkerIdMiddleware
 from app.core.container import Container, build_container
 from app.core.resources import close_container_resources
@@ -88,5 +89,9 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         app.include_router(bench_routes.router)
     if container.config.EXPOSE_WORKER_ID():
         app.add_middleware(WorkerIdMiddleware)
+    # Added last, so it is the outermost of ours: limits hold before routing and authentication.
+    app.add_middleware(
+        RequestLimitsMiddleware, limits=RequestLimits.from_settings(container.config())
+    )
     app.openapi = _openapi_with_key_scheme(app, header_name)  # type: ignore[method-assign]
     return app

@@ -13,8 +13,9 @@ from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
 from configs import Settings
 
-# ``uvicorn.workers`` is deprecated in the uvicorn in use; the worker now lives in its own package.
-WORKER_CLASS = "uvicorn_worker.UvicornWorker"
+# ``uvicorn_worker.UvicornWorker`` (``uvicorn.workers`` is deprecated in the uvicorn in use) with
+# the header and connection limits enforced in its HTTP protocol; see app/server_worker.py.
+WORKER_CLASS = "app.server_worker.GameApiUvicornWorker"
 
 
 class GameApiServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type hints
@@ -30,12 +31,19 @@ class GameApiServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
             "errorlog": "-",
             "accesslog": None,
             "graceful_timeout": 10,
+            # Passed on by the uvicorn worker as uvicorn's ``timeout_keep_alive``.
+            "keepalive": settings.HTTP_KEEPALIVE_TIMEOUT_SECONDS,
             "proc_name": "game-api",
             # gunicorn >= 25 opens a control socket at one per-user path by default, so two
             # servers on one machine (tests, benchmarks, a dev server) would fight over it.
             "control_socket_disable": True,
         }
         super().__init__()
+
+    @property
+    def settings(self) -> Settings:
+        """Read by each worker (``GameApiUvicornWorker``) for its connection limits."""
+        return self._settings
 
     def load_config(self) -> None:
         for name, value in self._options.items():

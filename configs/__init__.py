@@ -52,6 +52,15 @@ class Settings(BaseSettings):
     DATABASE_URL: SecretStr = SecretStr("sqlite+aiosqlite:///./game-api.db")
     DATABASE_TIMEOUT_SECONDS: float = Field(default=2.0, gt=0, le=60)
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # The edge: every request is bounded before it is parsed, routed or authenticated (see
+    # app/api/request_limits.py and app/server_worker.py). The floors keep the API usable; the
+    # ceilings keep a typo from switching a bound off in practice.
+    HTTP_MAX_BODY_BYTES: int = Field(default=65_536, ge=1_024, le=100 * 1024 * 1024)
+    HTTP_MAX_HEADER_BYTES: int = Field(default=16_384, ge=1_024, le=1024 * 1024)
+    HTTP_MAX_HEADER_COUNT: int = Field(default=100, ge=10, le=1_000)
+    HTTP_HEADER_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0, le=300)
+    HTTP_KEEPALIVE_TIMEOUT_SECONDS: int = Field(default=5, ge=1, le=300)
+    HTTP_MAX_CONNECTIONS_PER_WORKER: int = Field(default=1_000, ge=1, le=100_000)
     # Adds an ``X-Worker-Id`` (process id) response header, so multi-worker tests can tell which
     # gunicorn worker answered. Off in real deployments.
     EXPOSE_WORKER_ID: bool = False

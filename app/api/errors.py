@@ -17,12 +17,23 @@ from app.domain.errors import GameApiError
 logger = logging.getLogger(__name__)
 
 
-async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
+_REFUSED_BEFORE_THE_BODY = frozenset({400, 401, 403})
+
+
+def _declares_a_body(request: Request) -> bool:
+    headers = request.headers
+    return "transfer-encoding" in headers or headers.get("content-length", "0") != "0"
+
+
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, GameApiError)
+    headers = exc.response_headers() or {}
+    if exc.status_code in _REFUSED_BEFORE_THE_BODY and _declares_a_body(request):
+        # The route refused the caller before reading a byte of the body: close the
+        # connection rather than let the server drain whatever the client still sends.
+        headers = {**headers, "Connection": "close"}
     return JSONResponse(
-        {"detail": exc.public_detail()},
-        status_code=exc.status_code,
-        headers=exc.response_headers(),
+        {"detail": exc.public_detail()}, status_code=exc.status_code, headers=headers or None
     )
 
 

@@ -1,0 +1,217 @@
+"""The gunicorn worker: uvicorn's, with header and connection limits enforced at the protocol.
+
+By the time an ASGI app sees a request, uvicorn has already buffered its whole header block, and
+gunicorn's ``limit_request_*`` settings are not applied by the uvicorn worker. So the bounds on
+what a client may make a worker hold before any request exists live here, in the HTTP protocol:
+
+- **Header block size** (``HTTP_MAX_HEADER_BYTES``): bytes are fed to the parser in slices that
+  never take the header block past the limit, so one 50 MiB header costs at most the limit in
+  memory; the request is answered 431 as soon as the limit is reached without the blank line.
+- **Header count** (``HTTP_MAX_HEADER_COUNT``): the header past the limit stops the parser; 431.
+- **Header deadline** (``HTTP_HEADER_TIMEOUT_SECONDS``): from the moment a connection opens, or
+  the first byte of a following request arrives, the whole header block must be in within the
+  deadline, else the connection is closed (with 408 if part of a request had arrived). This is
+  what ends slow-header ("slowloris") connections; uvicorn itself has no such timer and only
+  arms its keep-alive timer after a response.
+- **Connections per worker** (``HTTP_MAX_CONNECTIONS_PER_WORKER``): a connection accepted while
+  the worker already holds that many gets 503 and is closed at once, so its file descriptor is
+  freed immediately rather than when it sends a request (uvicorn's ``limit_concurrency`` checks
+  only after a complete header block, and counts the connection being checked, so it would let
+  idle connections pile up to the descriptor limit and serve one fewer than its number).
+- **Keep-alive** (``HTTP_KEEPALIVE_TIMEOUT_SECONDS``) is uvicorn's own timer, set through
+  gunicorn's ``keepalive`` option, which the uvicorn worker passes on.
+
+Why subclass the httptools protocol rather than switch to h11, which has a header-size bound
+(``h11_max_incomplete_event_size``)? h11 is pure Python and several times slower per request on
+this service's hot path, and it still has neither a header deadline nor a connection cap. The
+subclass hooks only methods uvicorn's ``HttpToolsProtocol`` already calls (``data_received``,
+the parser callbacks, ``send_400_response``), and adds nothing to a request that is within the
+limits beyond a slice of ``bytes`` (no copy when it fits) and one timer per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn_worker import UvicornWorker  # type: ignore[import-untyped]
+
+from configs import Settings
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What one worker's HTTP protocol enforces before a request reaches the app."""
+
+    max_header_bytes: int
+    max_header_count: int
+    header_timeout_seconds: float
+    max_connections: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConnectionLimits:
+        return cls(
+            max_header_bytes=settings.HTTP_MAX_HEADER_BYTES,
+            max_header_count=settings.HTTP_MAX_HEADER_COUNT,
+            header_timeout_seconds=settings.HTTP_HEADER_TIMEOUT_SECONDS,
+            max_connections=settings.HTTP_MAX_CONNECTIONS_PER_WORKER,
+        )
+
+
+class _TooManyHeaders(Exception):
+    """Raised from the parser's header callback to stop parsing (httptools wraps it)."""
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the limits above; one instance per connection."""
+
+    limits: ClassVar[ConnectionLimits]  # set on the subclass made by ``protocol_class_for``
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_deadline: asyncio.TimerHandle | None = None
+        # True from the connection's start, and again once a request's body is complete, until
+        # the next header block is complete: the phase the header limits and deadline cover.
+        self._awaiting_headers = True
+        self._header_bytes = 0
+        self._request_begun = False
+        self._too_many_headers = False
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            self.logger.warning("Refused a connection: %d open.", len(self.connections) - 1)
+            self._answer_and_close(503, "too many connections; try again shortly")
+            return
+        self._arm_header_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_deadline()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            return
+        max_header_bytes = self.limits.max_header_bytes
+        while data and self._awaiting_headers:
+            if self._header_deadline is None:
+                self._arm_header_deadline()  # the first bytes of a request after keep-alive
+            room = max_header_bytes - self._header_bytes
+            if room <= 0:
+                self._answer_and_close(431, f"request headers larger than {max_header_bytes} bytes")
+                return
+            piece, data = data[:room], data[room:]
+            self._header_bytes += len(piece)
+            # May complete the header block (and start the app), or fail and close.
+            super().data_received(piece)
+            if self.transport.is_closing():
+                return
+        if data:
+            # Body bytes (bounded by the ASGI middleware), or a pipelined request fed along with
+            # them: at most one read's worth (256 KiB) goes to the parser unsliced.
+            super().data_received(data)
+
+    # -- parser callbacks ---------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._request_begun = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(self.headers) >= self.limits.max_header_count:
+            self._too_many_headers = True
+            raise _TooManyHeaders
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._awaiting_headers = False
+        self._cancel_header_deadline()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._awaiting_headers = True
+        self._header_bytes = 0
+        self._request_begun = False
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn answers every parser error with 400; a header past the count gets 431."""
+        if self._too_many_headers:
+            self._answer_and_close(431, f"more than {self.limits.max_header_count} request headers")
+        else:
+            super().send_400_response(msg)
+
+    # -- the header deadline ------------------------------------------------------------------
+
+    def _arm_header_deadline(self) -> None:
+        self._cancel_header_deadline()
+        self._header_deadline = self.loop.call_later(
+            self.limits.header_timeout_seconds, self._header_deadline_passed
+        )
+
+    def _cancel_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _header_deadline_passed(self) -> None:
+        self._header_deadline = None
+        if self.transport.is_closing():
+            return
+        if self._request_begun:
+            self._answer_and_close(408, "request headers not received in time")
+        else:
+            self.transport.close()  # nothing was asked: nothing to answer
+
+    # -- answers the app never sees -----------------------------------------------------------
+
+    def _answer_and_close(self, status: int, detail: str) -> None:
+        """A JSON ``{"detail"}`` answer, like the app's own errors, then close."""
+        self._cancel_header_deadline()
+        body = json.dumps({"detail": detail}).encode()
+        content = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            content.extend([name, b": ", value, b"\r\n"])
+        content.extend(
+            [
+                b"content-type: application/json\r\n",
+                b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
+                b"connection: close\r\n",
+                b"\r\n",
+                body,
+            ]
+        )
+        self.transport.write(b"".join(content))
+        self.transport.close()
+
+
+def protocol_class_for(limits: ConnectionLimits) -> type[LimitedHttpToolsProtocol]:
+    """The protocol class with ``limits`` bound: uvicorn builds protocols from a class and its
+    own ``Config``, which has no place for settings of ours."""
+
+    class ConfiguredHttpToolsProtocol(LimitedHttpToolsProtocol):
+        pass
+
+    ConfiguredHttpToolsProtocol.limits = limits
+    return ConfiguredHttpToolsProtocol
+
+
+class GameApiUvicornWorker(UvicornWorker):  # type: ignore[misc]  # no type hints shipped
+    """``uvicorn_worker.UvicornWorker`` serving with ``LimitedHttpToolsProtocol``.
+
+    gunicorn builds the worker in the forked child with the application object, whose
+    ``settings`` carry the limits; uvicorn's ``Config`` is only loaded when serving starts, so
+    replacing its protocol class here takes effect.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        settings = getattr(self.app, "settings", None)
+        if not isinstance(settings, Settings):
+            raise TypeError("GameApiUvicornWorker needs an application with a `settings` Settings")
+        self.config.http = protocol_class_for(ConnectionLimits.from_settings(settings))
