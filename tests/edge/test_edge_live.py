@@ -36,7 +36,20 @@ def server() -> Iterator[LiveServer]:
 
 
 def worker_pids(server: LiveServer) -> list[int]:
-    """The gunicorn master's children: ``game-api serve`` runs the master in its own process."""
+    """The gunicorn master's children, once all of them have booted (the server answers as
+    soon as its first worker does)."""
+    deadline = time.monotonic() + 30
+    while True:
+        pids = _children_of_master(server)
+        if len(pids) == WORKERS or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert len(pids) == WORKERS, f"expected {WORKERS} workers, found {pids}"
+    return pids
+
+
+def _children_of_master(server: LiveServer) -> list[int]:
+    """``game-api serve`` runs the gunicorn master in its own process."""
     assert server.process is not None
     master = str(server.process.pid)
     pids = []
@@ -49,7 +62,6 @@ def worker_pids(server: LiveServer) -> list[int]:
             continue  # a process that ended while we looked
         if fields.get("PPid", "").strip() == master:
             pids.append(int(status.parent.name))
-    assert len(pids) == WORKERS, f"expected {WORKERS} workers, found {pids}"
     return pids
 
 
