@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import String
+from sqlalchemy import BigInteger, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.db.types import UtcDateTime
@@ -27,3 +27,35 @@ class ApiKeyRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # Set, once, by the rotation that issued this key's successor: a key rotates only once.
+    successor_prefix: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+EVENT_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class KeyEventRow(Base):
+    """One change that narrowed what a key may do, written in the transaction that made it.
+
+    Every serving process applies these in ``id`` order ("events after my last id"): the
+    durable path of a revocation, which needs no Redis.
+    """
+
+    __tablename__ = "key_events"
+
+    id: Mapped[int] = mapped_column(EVENT_ID, primary_key=True, autoincrement=True)
+    prefix: Mapped[str] = mapped_column(String(32))
+    digest: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class MemberRow(Base):
+    """A serving process, its lease, and how far it has applied the event log."""
+
+    __tablename__ = "members"
+
+    member_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    description: Mapped[str] = mapped_column(String(200))
+    applied_event_id: Mapped[int] = mapped_column(EVENT_ID)
+    lease_until: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
