@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # Two stages: the builder installs the hashed serving lock into a venv; the final image holds
 # only that venv on a slim Python, runs as an unprivileged user and has no compiler or pip cache.
 # Every package in requirements.lock ships a manylinux wheel for CPython 3.11, so the builder

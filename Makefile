@@ -59,8 +59,8 @@ bench-quick: install-dev
 # (upgrade one with e.g. `make lock LOCK_ARGS="--upgrade-package fastapi"`). The machine's pip
 # configuration is ignored so that only the public index is consulted: a local wheelhouse or
 # mirror would put its own file hashes, or its paths, into the lock. The lock files' headers say
-# "make lock"; this is the exact command.
-LOCK_FLAGS := --quiet --generate-hashes --strip-extras --allow-unsafe --build-deps-for=editable \
+# "make lock"; this is the exact command. lock-extras.in says why it is a second input.
+LOCK_FLAGS := --quiet --generate-hashes --strip-extras --allow-unsafe \
 	--no-emit-index-url --no-emit-find-links --no-emit-trusted-host
 LOCK_ENV := env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_CONSTRAINT \
 	PIP_CONFIG_FILE=/dev/null CUSTOM_COMPILE_COMMAND="make lock"
@@ -68,9 +68,9 @@ lock:
 	test -x $(LOCK_VENV)/bin/pip-compile || $(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_ENV) $(LOCK_VENV)/bin/python -m pip install --quiet pip-tools==$(PIP_TOOLS_VERSION)
 	$(LOCK_ENV) $(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) $(LOCK_ARGS) \
-		--output-file=requirements.lock pyproject.toml
+		--output-file=requirements.lock pyproject.toml lock-extras.in
 	$(LOCK_ENV) $(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) $(LOCK_ARGS) --extra=dev \
-		--output-file=requirements-dev.lock pyproject.toml
+		--output-file=requirements-dev.lock pyproject.toml lock-extras.in
 
 clean:
 	rm -rf $(VENV) $(LOCK_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
