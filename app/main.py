@@ -31,6 +31,9 @@ BENCH_MODULES = ["app.api.bench_routes"]
 def _lifespan(container: Container) -> Callable[[FastAPI], Any]:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Join the members and apply the event log before serving: local copies are trusted
+        # only under a lease (see app/services/revocation_log.py).
+        await container.apikey_service().start()
         try:
             yield
         finally:

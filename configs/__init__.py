@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 CONFIG_ENV_VAR = "GAME_API_CONFIG"
@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     APIKEY_CACHE_L1_TTL_SECONDS: int = Field(default=60, ge=0, le=86_400)
     APIKEY_CACHE_L1_MAX_ENTRIES: int = Field(default=100_000, ge=1)
     APIKEY_INVALIDATION_ACK_TIMEOUT_MS: int = Field(default=500, ge=1, le=60_000)
+    APIKEY_REVOCATION_POLL_MS: int = Field(default=1_000, ge=10, le=60_000)
+    APIKEY_LEASE_SECONDS: float = Field(default=10.0, gt=0, le=3_600)
+    APIKEY_REVOCATION_TIMEOUT_SECONDS: float = Field(default=15.0, gt=0, le=3_600)
     APIKEY_HEADER_NAME: str = Field(default="X-API-Key", pattern=r"^[A-Za-z0-9-]+$")
     REDIS_SOCKET_TIMEOUT_MS: int = Field(default=200, ge=1, le=10_000)
     REDIS_CONNECT_TIMEOUT_MS: int = Field(default=200, ge=1, le=10_000)
@@ -85,12 +88,22 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
 
+    @model_validator(mode="after")
+    def _lease_outlasts_a_poll(self) -> Settings:
+        if self.APIKEY_LEASE_SECONDS * 1000 <= self.APIKEY_REVOCATION_POLL_MS:
+            raise ValueError(
+                "APIKEY_LEASE_SECONDS must be longer than APIKEY_REVOCATION_POLL_MS: a process "
+                "would lose its lease between two polls"
+            )
+        return self
+
     def cache_settings(self) -> dict[str, Any]:
         """The settings as plain values for the container's ``Configuration`` provider."""
         values = self.model_dump()
         for name, value in values.items():
             if isinstance(value, SecretStr):
                 values[name] = value.get_secret_value()
+        values["APIKEY_REVOCATION_POLL_SECONDS"] = self.APIKEY_REVOCATION_POLL_MS / 1000.0
         return values
 
 

@@ -20,6 +20,7 @@ from app.services.apikey_service import (
     RotationResult,
 )
 from app.services.cache_protocol import InvalidationReport, InvalidationScope
+from app.services.revocation_finality import Finality
 
 
 class CreateKeyRequest(BaseModel):
@@ -117,20 +118,47 @@ class CacheInvalidationOut(BaseModel):
         )
 
 
+class FinalityOut(BaseModel):
+    """How the revocation became final: every serving process refuses the key from now on."""
+
+    final: bool
+    how: str = Field(
+        description="'acknowledged by every live member', 'shared tombstone' or 'leases lapsed'"
+    )
+    acknowledged: int
+    expected: int
+    lapsed: list[str] = Field(description="members (host:pid) whose lease had to lapse")
+    seconds: float
+
+    @classmethod
+    def of(cls, finality: Finality) -> FinalityOut:
+        return cls(
+            final=finality.final,
+            how=finality.how,
+            acknowledged=finality.acknowledged,
+            expected=finality.expected,
+            lapsed=list(finality.lapsed),
+            seconds=round(finality.seconds, 4),
+        )
+
+
 class RevokedKeyOut(KeyOut):
     cache_invalidation: CacheInvalidationOut
+    finality: FinalityOut
 
     @classmethod
     def of_result(cls, result: RevocationResult, now: datetime) -> RevokedKeyOut:
         return cls(
             **KeyOut.of(result.record, now).model_dump(),
             cache_invalidation=CacheInvalidationOut.of(result.invalidation),
+            finality=FinalityOut.of(result.finality),
         )
 
 
 class RotatedKeyOut(CreatedKeyOut):
     old_key: KeyOut
     cache_invalidation: CacheInvalidationOut
+    finality: FinalityOut
 
     @classmethod
     def of_result(cls, result: RotationResult, now: datetime) -> RotatedKeyOut:
@@ -138,4 +166,5 @@ class RotatedKeyOut(CreatedKeyOut):
             **CreatedKeyOut.of(result.new_key).model_dump(),
             old_key=KeyOut.of(result.old_record, now),
             cache_invalidation=CacheInvalidationOut.of(result.invalidation),
+            finality=FinalityOut.of(result.finality),
         )

@@ -12,7 +12,7 @@ from dependency_injector import containers, providers
 
 from app.clients.redis_client import build_optional_redis_client
 from app.db.engine import build_engine, build_session_factory
-from app.repositories.sql import SqlApiKeyRepository
+from app.repositories.sql import SqlApiKeyRepository, SqlEventLogRepository
 from app.services import cache_factories
 from app.services.apikey_service import ApiKeyService
 from app.services.metrics import CacheMetrics
@@ -88,6 +88,12 @@ class Container(containers.DeclarativeContainer):
         timeout_seconds=config.DATABASE_TIMEOUT_SECONDS,
     )
 
+    event_log = providers.Singleton(
+        SqlEventLogRepository,
+        session_factory=database_sessions,
+        timeout_seconds=config.DATABASE_TIMEOUT_SECONDS,
+    )
+
     apikey_service = providers.Singleton(
         ApiKeyService,
         cache=apikey_cache,
@@ -97,6 +103,10 @@ class Container(containers.DeclarativeContainer):
         negative_max_entries=config.APIKEY_NEGATIVE_MAX_ENTRIES,
         record_memo_max_entries=config.APIKEY_RECORD_MEMO_MAX_ENTRIES,
         metrics=metrics,
+        event_log=event_log,
+        poll_interval_seconds=config.APIKEY_REVOCATION_POLL_SECONDS,
+        lease_seconds=config.APIKEY_LEASE_SECONDS,
+        finality_timeout_seconds=config.APIKEY_REVOCATION_TIMEOUT_SECONDS,
     )
 
 

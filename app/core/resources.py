@@ -12,6 +12,7 @@ async def close_container_resources(container: Container) -> None:
 
     Both were created lazily, so asking for them here opens no connection.
     """
+    await container.apikey_service().aclose()  # leave the members before the engine goes
     cache = container.apikey_cache()
     if isinstance(cache, TieredApiKeyCacheBackend):
         await cache.aclose()  # its invalidation listener, before the client it listens on

@@ -48,6 +48,9 @@ class KeyEventRow(Base):
     digest: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(16))
     occurred_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # When the shared cache (Redis) was brought in line with the event, by whichever process
+    # managed it first; NULL while no process could (the revoker, or any member, retries).
+    shared_done_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
 
 class MemberRow(Base):

@@ -90,16 +90,28 @@ class UnknownKeyPrefix(GameApiError):
 
 
 class KeyNotActive(GameApiError):
-    """The key is revoked, expired or already rotated, so it cannot change any more."""
+    """The key is revoked, expired or already rotated, so it cannot change any more.
+
+    A rotated key names its successor (a public prefix), so a client that raced another
+    rotation learns which key to use.
+    """
 
     status_code = 409
     public_message = "the key is revoked or expired"
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, successor: str | None = None) -> None:
         super().__init__(prefix)
         self.prefix = prefix
+        self.successor = successor
+
+    def public_detail(self) -> str:
+        if self.successor is not None:
+            return f"the key was already rotated: its successor is {self.successor}"
+        return self.public_message
 
     def operator_message(self) -> str:
+        if self.successor is not None:
+            return f"key {self.prefix} was already rotated: its successor is {self.successor}"
         return f"key {self.prefix} is revoked or expired and cannot be rotated"
 
 
@@ -141,3 +153,17 @@ class CacheUnavailable(GameApiError):
 
     def operator_message(self) -> str:
         return f"the shared cache is unreachable: {self}"
+
+
+class RevocationNotFinal(GameApiError):
+    """The revocation is committed, but finality could not be proven within the bound.
+
+    The key stays revoked in the database, and every process that applies the event log
+    refuses it; what could not be confirmed in time is said in the message.
+    """
+
+    status_code = 503
+    public_message = "the key is revoked, but the revocation is not yet final everywhere"
+
+    def public_detail(self) -> str:
+        return f"{self.public_message}: {self}"

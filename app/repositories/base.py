@@ -29,6 +29,45 @@ class ApiKeyRecord:
         return self.expires_at is None or now < self.expires_at
 
 
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """A committed revocation and the event that carries it to every process."""
+
+    record: ApiKeyRecord
+    event_id: int
+    newly_revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    """A committed rotation: the old key (expiring at the end of its grace), its successor."""
+
+    old: ApiKeyRecord
+    new: ApiKeyRecord
+    event_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyEvent:
+    """One entry of the event log: a change that narrowed what a key may do."""
+
+    id: int
+    prefix: str
+    kind: str
+    shared_done: bool
+    digest: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class MemberState:
+    """A serving process as the registry knows it."""
+
+    member_id: str
+    description: str
+    applied_event_id: int
+    lease_until: datetime
+
+
 class ApiKeyRepository(Protocol):
     """Database access for keys. Every method raises ``RepositoryUnavailable`` on outage."""
 
@@ -44,14 +83,62 @@ class ApiKeyRepository(Protocol):
         """All keys, oldest first."""
         ...
 
-    async def revoke(self, prefix: str, at: datetime) -> ApiKeyRecord | None:
-        """Mark revoked (idempotent: the first revocation time is kept); ``None`` if unknown."""
+    async def revoke(self, prefix: str, at: datetime) -> Revocation | None:
+        """Mark revoked and log a ``revoked`` event, in one transaction; ``None`` if unknown.
+
+        Idempotent: the first revocation time is kept, and a repeat logs nothing new (its
+        ``event_id`` is the original revocation's).
+        """
         ...
 
-    async def set_expiry(self, prefix: str, expires_at: datetime) -> ApiKeyRecord | None:
-        """Bring the expiry forward to ``expires_at`` (never extend it); ``None`` if unknown."""
+    async def rotate(
+        self, prefix: str, successor: ApiKeyRecord, grace_until: datetime, now: datetime
+    ) -> Rotation:
+        """Issue ``successor`` and bring the old key's expiry forward to ``grace_until``, with a
+        ``rotated`` event, in one transaction with a conditional update.
+
+        Raises ``UnknownKeyPrefix``; ``KeyNotActive`` (naming the successor, if any) when the
+        key is revoked, expired or already rotated; ``DuplicateKey`` when the successor's
+        prefix or digest exists.
+        """
         ...
 
     async def ping(self) -> None:
         """Raise ``RepositoryUnavailable`` unless the database answers."""
+        ...
+
+
+class EventLogRepository(Protocol):
+    """The event log and the registry of the processes that apply it.
+
+    Every method raises ``RepositoryUnavailable`` on outage.
+    """
+
+    async def last_event_id(self) -> int:
+        """The newest event's id (0 when there is none)."""
+        ...
+
+    async def events_after(self, event_id: int, limit: int) -> list[KeyEvent]:
+        """Events with an id above ``event_id``, oldest first."""
+        ...
+
+    async def event_state(self, event_id: int) -> KeyEvent | None: ...
+
+    async def mark_shared_done(self, event_id: int, at: datetime) -> None:
+        """Record that the shared cache reflects the event (idempotent)."""
+        ...
+
+    async def renew_member(
+        self, member_id: str, description: str, applied_event_id: int, lease_until: datetime
+    ) -> None:
+        """Register or refresh a member: how far it applied the log, until when it may trust
+        what it holds."""
+        ...
+
+    async def live_members(self, now: datetime) -> list[MemberState]:
+        """Members whose lease has not lapsed at ``now``."""
+        ...
+
+    async def leave(self, member_id: str) -> None:
+        """Unregister a member that stops (it holds nothing any more)."""
         ...

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 
-from app.domain.errors import DuplicateKey
-from app.repositories.base import ApiKeyRecord
+from app.domain.errors import DuplicateKey, KeyNotActive, UnknownKeyPrefix
+from app.repositories.base import ApiKeyRecord, KeyEvent, MemberState, Revocation, Rotation
 
 
 class InMemoryApiKeyRepository:
@@ -15,6 +15,8 @@ class InMemoryApiKeyRepository:
     def __init__(self) -> None:
         self._by_prefix: dict[str, ApiKeyRecord] = {}
         self._prefix_by_digest: dict[str, str] = {}
+        self._successors: dict[str, str] = {}
+        self.events: list[KeyEvent] = []
 
     async def add(self, record: ApiKeyRecord) -> None:
         if record.prefix in self._by_prefix or record.digest in self._prefix_by_digest:
@@ -32,23 +34,85 @@ class InMemoryApiKeyRepository:
     async def list_keys(self) -> list[ApiKeyRecord]:
         return sorted(self._by_prefix.values(), key=lambda record: record.created_at)
 
-    async def revoke(self, prefix: str, at: datetime) -> ApiKeyRecord | None:
+    async def revoke(self, prefix: str, at: datetime) -> Revocation | None:
         record = self._by_prefix.get(prefix)
         if record is None:
             return None
-        if record.revoked_at is None:
-            record = dataclasses.replace(record, revoked_at=at)
-            self._by_prefix[prefix] = record
-        return record
+        if record.revoked_at is not None:
+            previous = [event.id for event in self.events if event.prefix == prefix]
+            return Revocation(record=record, event_id=max(previous, default=0), newly_revoked=False)
+        record = dataclasses.replace(record, revoked_at=at)
+        self._by_prefix[prefix] = record
+        return Revocation(record=record, event_id=self._log(record, "revoked"), newly_revoked=True)
 
-    async def set_expiry(self, prefix: str, expires_at: datetime) -> ApiKeyRecord | None:
-        record = self._by_prefix.get(prefix)
-        if record is None:
-            return None
-        if record.expires_at is None or expires_at < record.expires_at:
-            record = dataclasses.replace(record, expires_at=expires_at)
-            self._by_prefix[prefix] = record
-        return record
+    async def rotate(
+        self, prefix: str, successor: ApiKeyRecord, grace_until: datetime, now: datetime
+    ) -> Rotation:
+        old = self._by_prefix.get(prefix)
+        if old is None:
+            raise UnknownKeyPrefix(prefix)
+        if prefix in self._successors or not old.is_active(now):
+            raise KeyNotActive(prefix, self._successors.get(prefix))
+        if successor.prefix in self._by_prefix or successor.digest in self._prefix_by_digest:
+            raise DuplicateKey(successor.prefix)
+        narrowed = (
+            grace_until
+            if old.expires_at is None or grace_until < old.expires_at
+            else old.expires_at
+        )
+        new = dataclasses.replace(successor, expires_at=old.expires_at)
+        await self.add(new)
+        old = dataclasses.replace(old, expires_at=narrowed)
+        self._by_prefix[prefix] = old
+        self._successors[prefix] = new.prefix
+        return Rotation(old=old, new=new, event_id=self._log(old, "rotated"))
+
+    def _log(self, record: ApiKeyRecord, kind: str) -> int:
+        event = KeyEvent(
+            id=len(self.events) + 1,
+            prefix=record.prefix,
+            kind=kind,
+            shared_done=False,
+            digest=record.digest,
+        )
+        self.events.append(event)
+        return event.id
 
     async def ping(self) -> None:
         return None
+
+
+class InMemoryEventLog:
+    """Implements ``EventLogRepository`` over an ``InMemoryApiKeyRepository``'s events."""
+
+    def __init__(self, keys: InMemoryApiKeyRepository) -> None:
+        self._keys = keys
+        self._members: dict[str, MemberState] = {}
+
+    async def last_event_id(self) -> int:
+        return len(self._keys.events)
+
+    async def events_after(self, event_id: int, limit: int) -> list[KeyEvent]:
+        return self._keys.events[event_id : event_id + limit]
+
+    async def event_state(self, event_id: int) -> KeyEvent | None:
+        events = self._keys.events
+        return events[event_id - 1] if 0 < event_id <= len(events) else None
+
+    async def mark_shared_done(self, event_id: int, at: datetime) -> None:
+        event = await self.event_state(event_id)
+        if event is not None:
+            self._keys.events[event_id - 1] = dataclasses.replace(event, shared_done=True)
+
+    async def renew_member(
+        self, member_id: str, description: str, applied_event_id: int, lease_until: datetime
+    ) -> None:
+        self._members[member_id] = MemberState(
+            member_id, description, applied_event_id, lease_until
+        )
+
+    async def live_members(self, now: datetime) -> list[MemberState]:
+        return [member for member in self._members.values() if member.lease_until > now]
+
+    async def leave(self, member_id: str) -> None:
+        self._members.pop(member_id, None)

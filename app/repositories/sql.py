@@ -8,18 +8,19 @@ Every database call runs under a deadline, and every way the database can fail t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 
-from sqlalchemy import or_, select, text, update
+from sqlalchemy import delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db.models import ApiKeyRow
-from app.domain.errors import DuplicateKey, RepositoryUnavailable
-from app.repositories.base import ApiKeyRecord
+from app.db.models import ApiKeyRow, KeyEventRow, MemberRow
+from app.domain.errors import DuplicateKey, KeyNotActive, RepositoryUnavailable, UnknownKeyPrefix
+from app.repositories.base import ApiKeyRecord, KeyEvent, MemberState, Revocation, Rotation
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,70 @@ def _to_record(row: ApiKeyRow) -> ApiKeyRecord:
         created_at=row.created_at,
         expires_at=row.expires_at,
         revoked_at=row.revoked_at,
+        digest=row.digest,
+    )
+
+
+def _to_row(record: ApiKeyRecord) -> ApiKeyRow:
+    return ApiKeyRow(
+        prefix=record.prefix,
+        digest=record.digest,
+        name=record.name,
+        scopes=" ".join(record.scopes),
+        created_at=record.created_at,
+        expires_at=record.expires_at,
+        revoked_at=record.revoked_at,
+    )
+
+
+def _rowcount(result: object) -> int:
+    count: int = getattr(result, "rowcount", 0)
+    return count
+
+
+def _locks_rows(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+# Any constant: the advisory lock that orders event writes on PostgreSQL.
+_EVENT_LOG_LOCK = 0x6A6D_6576
+
+
+async def _serialize_event_writes(session: AsyncSession) -> None:
+    """Make event ids commit in the order they are allocated.
+
+    Readers ask for "events after my last id". On PostgreSQL a sequence hands out ids at insert
+    time, so two transactions could commit 6 before 5 and a reader that saw 6 would never look
+    at 5 again. A transaction-scoped advisory lock taken before the insert makes allocation
+    order commit order; changes that narrow a key are rare, so the serialisation costs nothing.
+    SQLite serialises writers anyway.
+    """
+    if _locks_rows(session):
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": _EVENT_LOG_LOCK}
+        )
+
+
+async def _log_event(session: AsyncSession, row: ApiKeyRow, kind: str, at: datetime) -> int:
+    event = KeyEventRow(prefix=row.prefix, digest=row.digest, kind=kind, occurred_at=at)
+    session.add(event)
+    await session.flush()
+    return event.id
+
+
+async def _last_event_of(session: AsyncSession, prefix: str) -> int:
+    last = await session.scalar(
+        select(func.max(KeyEventRow.id)).where(KeyEventRow.prefix == prefix)
+    )
+    return int(last or 0)
+
+
+def _to_event(row: KeyEventRow) -> KeyEvent:
+    return KeyEvent(
+        id=row.id,
+        prefix=row.prefix,
+        kind=row.kind,
+        shared_done=row.shared_done_at is not None,
         digest=row.digest,
     )
 
@@ -54,24 +119,15 @@ class SqlApiKeyRepository:
         try:
             async with asyncio.timeout(self._timeout), self._sessions() as session:
                 yield session
-        except (DuplicateKey, RepositoryUnavailable):
+        except (DuplicateKey, RepositoryUnavailable, KeyNotActive, UnknownKeyPrefix):
             raise
         except (SQLAlchemyError, OSError, TimeoutError) as exc:
             logger.warning("database unavailable: %s", type(exc).__name__)
             raise RepositoryUnavailable(f"database unavailable ({type(exc).__name__})") from exc
 
     async def add(self, record: ApiKeyRecord) -> None:
-        row = ApiKeyRow(
-            prefix=record.prefix,
-            digest=record.digest,
-            name=record.name,
-            scopes=" ".join(record.scopes),
-            created_at=record.created_at,
-            expires_at=record.expires_at,
-            revoked_at=record.revoked_at,
-        )
         async with self._session() as session:
-            session.add(row)
+            session.add(_to_row(record))
             try:
                 await session.commit()
             except IntegrityError:
@@ -94,31 +150,149 @@ class SqlApiKeyRepository:
             )
             return [_to_record(row) for row in rows]
 
-    async def revoke(self, prefix: str, at: datetime) -> ApiKeyRecord | None:
+    async def revoke(self, prefix: str, at: datetime) -> Revocation | None:
         async with self._session() as session:
-            await session.execute(
+            await _serialize_event_writes(session)
+            updated = await session.execute(
                 update(ApiKeyRow)
                 .where(ApiKeyRow.prefix == prefix, ApiKeyRow.revoked_at.is_(None))
                 .values(revoked_at=at)
             )
-            await session.commit()
             row = await session.get(ApiKeyRow, prefix, populate_existing=True)
-            return None if row is None else _to_record(row)
+            if row is None:
+                await session.rollback()
+                return None
+            if _rowcount(updated) == 1:
+                event_id = await _log_event(session, row, "revoked", at)
+                newly_revoked = True
+            else:
+                event_id = await _last_event_of(session, prefix)
+                newly_revoked = False
+            record = _to_record(row)
+            await session.commit()
+            return Revocation(record=record, event_id=event_id, newly_revoked=newly_revoked)
 
-    async def set_expiry(self, prefix: str, expires_at: datetime) -> ApiKeyRecord | None:
+    async def rotate(
+        self, prefix: str, successor: ApiKeyRecord, grace_until: datetime, now: datetime
+    ) -> Rotation:
         async with self._session() as session:
-            await session.execute(
+            await _serialize_event_writes(session)
+            old = await session.get(ApiKeyRow, prefix, with_for_update=_locks_rows(session))
+            if old is None:
+                raise UnknownKeyPrefix(prefix)
+            original_expiry = old.expires_at
+            narrowed = (
+                grace_until
+                if original_expiry is None or grace_until < original_expiry
+                else original_expiry
+            )
+            claimed = await session.execute(
                 update(ApiKeyRow)
                 .where(
                     ApiKeyRow.prefix == prefix,
-                    or_(ApiKeyRow.expires_at.is_(None), ApiKeyRow.expires_at > expires_at),
+                    ApiKeyRow.revoked_at.is_(None),
+                    ApiKeyRow.successor_prefix.is_(None),
+                    or_(ApiKeyRow.expires_at.is_(None), ApiKeyRow.expires_at > now),
                 )
-                .values(expires_at=expires_at)
+                .values(successor_prefix=successor.prefix, expires_at=narrowed)
             )
-            await session.commit()
+            if _rowcount(claimed) != 1:
+                current = await session.get(ApiKeyRow, prefix, populate_existing=True)
+                successor_prefix = None if current is None else current.successor_prefix
+                await session.rollback()
+                raise KeyNotActive(prefix, successor_prefix)
+            # The successor keeps the old key's own expiry, never the grace it was just given.
+            session.add(_to_row(dataclasses.replace(successor, expires_at=original_expiry)))
+            try:
+                await session.flush()
+            except IntegrityError:
+                await session.rollback()
+                raise DuplicateKey(successor.prefix) from None
             row = await session.get(ApiKeyRow, prefix, populate_existing=True)
-            return None if row is None else _to_record(row)
+            assert row is not None
+            event_id = await _log_event(session, row, "rotated", now)
+            new_row = await session.get(ApiKeyRow, successor.prefix)
+            assert new_row is not None
+            rotation = Rotation(old=_to_record(row), new=_to_record(new_row), event_id=event_id)
+            await session.commit()
+            return rotation
 
     async def ping(self) -> None:
         async with self._session() as session:
             await session.execute(text("SELECT 1"))
+
+
+class SqlEventLogRepository:
+    """Implements ``EventLogRepository`` on the same database as the keys."""
+
+    def __init__(
+        self, session_factory: async_sessionmaker[AsyncSession], timeout_seconds: float = 2.0
+    ) -> None:
+        # The same bounded sessions and error mapping as the keys' repository.
+        self._keys = SqlApiKeyRepository(session_factory, timeout_seconds)
+
+    async def last_event_id(self) -> int:
+        async with self._keys._session() as session:
+            return int(await session.scalar(select(func.max(KeyEventRow.id))) or 0)
+
+    async def events_after(self, event_id: int, limit: int) -> list[KeyEvent]:
+        async with self._keys._session() as session:
+            rows = await session.scalars(
+                select(KeyEventRow)
+                .where(KeyEventRow.id > event_id)
+                .order_by(KeyEventRow.id)
+                .limit(limit)
+            )
+            return [_to_event(row) for row in rows]
+
+    async def event_state(self, event_id: int) -> KeyEvent | None:
+        async with self._keys._session() as session:
+            row = await session.get(KeyEventRow, event_id)
+            return None if row is None else _to_event(row)
+
+    async def mark_shared_done(self, event_id: int, at: datetime) -> None:
+        async with self._keys._session() as session:
+            await session.execute(
+                update(KeyEventRow)
+                .where(KeyEventRow.id == event_id, KeyEventRow.shared_done_at.is_(None))
+                .values(shared_done_at=at)
+            )
+            await session.commit()
+
+    async def renew_member(
+        self, member_id: str, description: str, applied_event_id: int, lease_until: datetime
+    ) -> None:
+        async with self._keys._session() as session:
+            renewed = await session.execute(
+                update(MemberRow)
+                .where(MemberRow.member_id == member_id)
+                .values(applied_event_id=applied_event_id, lease_until=lease_until)
+            )
+            if _rowcount(renewed) == 0:
+                session.add(
+                    MemberRow(
+                        member_id=member_id,
+                        description=description[:200],
+                        applied_event_id=applied_event_id,
+                        lease_until=lease_until,
+                    )
+                )
+            await session.commit()
+
+    async def live_members(self, now: datetime) -> list[MemberState]:
+        async with self._keys._session() as session:
+            rows = await session.scalars(select(MemberRow).where(MemberRow.lease_until > now))
+            return [
+                MemberState(
+                    member_id=row.member_id,
+                    description=row.description,
+                    applied_event_id=row.applied_event_id,
+                    lease_until=row.lease_until,
+                )
+                for row in rows
+            ]
+
+    async def leave(self, member_id: str) -> None:
+        async with self._keys._session() as session:
+            await session.execute(delete(MemberRow).where(MemberRow.member_id == member_id))
+            await session.commit()

@@ -4,16 +4,23 @@ Request path: offline format check (garbage costs no I/O) → negative cache →
 one repository lookup per key per process (single-flight), filled with ``SET NX`` semantics and
 a TTL that never outlives the key.
 
-Revocation path: commit in the repository first, then replace every cached copy with a short-lived
-"revoked" tombstone. Because fills only add when nothing is cached, a request that read "active"
-just before the commit cannot write it back after the tombstone (the cache-aside race). A failed
-invalidation is never swallowed: it is logged, counted and reported to the caller.
+Revocation path: commit the change and its event in one transaction, then replace every cached
+copy with a short-lived "revoked" tombstone. Because fills only add when nothing is cached, a
+request that read "active" just before the commit cannot write it back after the tombstone (the
+cache-aside race). Then wait until the revocation is final everywhere (``revocation_finality``):
+every serving process applies the event log and keeps local copies only under a lease
+(``revocation_log``), so a revocation reaches every worker of every host even when the cache
+cannot carry it. A failed invalidation is never swallowed: it is logged, counted and reported.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import socket
+import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,7 +30,8 @@ from app.domain.errors import (
     DuplicateKey,
     InvalidApiKey,
     InvalidKeyRequest,
-    KeyNotActive,
+    RepositoryUnavailable,
+    RevocationNotFinal,
     UnknownKeyPrefix,
 )
 from app.domain.keys import (
@@ -34,16 +42,27 @@ from app.domain.keys import (
     validated_prefix,
 )
 from app.domain.scopes import KNOWN_SCOPES
-from app.repositories.base import ApiKeyRecord, ApiKeyRepository
+from app.repositories.base import (
+    ApiKeyRecord,
+    ApiKeyRepository,
+    EventLogRepository,
+    KeyEvent,
+    Revocation,
+)
 from app.services.bounded_ttl_map import BoundedTtlMap
 from app.services.cache_budget import close_budget, open_budget
 from app.services.cache_protocol import (
     CoherentCacheBackend,
     InvalidationReport,
+    LocalCopies,
     ProcessLocalPeek,
+    SharedReader,
+    SharedTombstones,
 )
 from app.services.metrics import CacheMetrics
 from app.services.negative_cache import NegativeCache
+from app.services.revocation_finality import Finality, FinalityNeeds, await_finality
+from app.services.revocation_log import RevocationFollower
 from app.services.single_flight import SingleFlight
 
 logger = logging.getLogger(__name__)
@@ -51,6 +70,10 @@ logger = logging.getLogger(__name__)
 MAX_EXPIRES_IN_SECONDS = 10 * 365 * 24 * 3600
 MAX_GRACE_SECONDS = 30 * 24 * 3600
 _NAME_PATTERN = re.compile(r"^[\w .:@/-]{1,100}$")
+_MAX_PENDING_SHARED = 10_000
+_FIRST_POLL_WAIT_SECONDS = 1.0
+
+_monotonic = time.monotonic
 
 
 def utc_now() -> datetime:
@@ -78,6 +101,7 @@ class CreatedKey:
 class RevocationResult:
     record: ApiKeyRecord
     invalidation: InvalidationReport
+    finality: Finality
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +109,7 @@ class RotationResult:
     new_key: CreatedKey
     old_record: ApiKeyRecord
     invalidation: InvalidationReport
+    finality: Finality
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,9 +153,39 @@ class ApiKeyService:
         metrics: CacheMetrics | None = None,
         clock: Callable[[], datetime] = utc_now,
         key_generator: Callable[[], ParsedApiKey] = generate_api_key,
+        event_log: EventLogRepository | None = None,
+        poll_interval_seconds: float = 1.0,
+        lease_seconds: float = 10.0,
+        finality_timeout_seconds: float = 15.0,
     ) -> None:
+        """Without ``event_log`` the service is alone (unit tests, tools): nobody else can
+        revoke behind its back, so its local copies need no lease."""
         self._cache = cache
         self._peek = cache.peek if isinstance(cache, ProcessLocalPeek) else None
+        self._holds_local_copies = self._peek is not None
+        self._evict_local = cache.evict_local if isinstance(cache, LocalCopies) else None
+        self._read_shared = cache.read_shared if isinstance(cache, SharedReader) else None
+        self._has_shared_tier = isinstance(cache, SharedTombstones)
+        self._event_log = event_log
+        self._lease_seconds = lease_seconds
+        self._finality_timeout = finality_timeout_seconds
+        # Events whose shared tombstone could not be written yet; retried after every poll.
+        self._pending_shared: dict[int, KeyEvent] = {}
+        # Keys this process learnt were revoked, for as long as a stale "active" value could
+        # still sit in the shared cache: such a value is refused (and its tombstone re-written).
+        self._recently_revoked: BoundedTtlMap[str, bool] = BoundedTtlMap(_MAX_PENDING_SHARED)
+        self._follower: RevocationFollower | None = None
+        if event_log is not None:
+            self._follower = RevocationFollower(
+                event_log,
+                apply=self._apply_event,
+                after_poll=self._retry_shared_tombstones,
+                member_id=str(getattr(cache, "member_id", "") or uuid.uuid4().hex),
+                description=f"{socket.gethostname()}:{os.getpid()}",
+                poll_interval_seconds=poll_interval_seconds,
+                lease_seconds=lease_seconds,
+                wall_clock=clock,
+            )
         self._repository = repository
         self._cache_ttl = cache_ttl_seconds
         self._negative = NegativeCache(negative_ttl_seconds, negative_max_entries)
@@ -152,6 +207,37 @@ class ApiKeyService:
     @property
     def cache_ttl_seconds(self) -> int:
         return self._cache_ttl
+
+    @property
+    def follower(self) -> RevocationFollower | None:
+        return self._follower
+
+    async def start(self) -> None:
+        """Join the members and apply the event log (also started lazily by a request)."""
+        if self._follower is not None:
+            await self._follower.wait_first_poll(_FIRST_POLL_WAIT_SECONDS)
+
+    async def aclose(self) -> None:
+        """Stop following the log and leave the members registry."""
+        if self._follower is not None:
+            await self._follower.aclose()
+
+    def _local_trusted(self) -> bool:
+        """Whether this process's own copies may answer: under a valid lease (see the module
+        docstring of ``revocation_log``), or when there is no log to follow."""
+        follower = self._follower
+        return follower is None or follower.lease_until > _monotonic()
+
+    async def _cached(self, cache_key: str) -> SimpleNamespace | None:
+        """The cache's answer, from its shared tier only when local copies are not trusted."""
+        if not self._holds_local_copies or self._local_trusted():
+            return await self._cache.get(cache_key)
+        if self._read_shared is not None:
+            return await self._read_shared(cache_key)
+        return None
+
+    def _known_record(self, prefix: str) -> _KnownKey | None:
+        return self._known_key(prefix) if self._local_trusted() else None
 
     # -- request path -------------------------------------------------------------------------
 
@@ -178,12 +264,16 @@ class ApiKeyService:
 
     async def _authenticate_well_formed(self, prefix: str, cache_key: str) -> AuthenticatedKey:
         """The cache, then the repository; at most one failed cache call (see cache_budget)."""
-        cached = await self._cache.get(cache_key)
+        follower = self._follower
+        if follower is not None and follower.lease_until <= _monotonic():
+            # Not (or no longer) following the log: start, and give the first poll a moment.
+            await follower.wait_first_poll(_FIRST_POLL_WAIT_SECONDS)
+        cached = await self._cached(cache_key)
         if cached is not None and cached.apiKey == prefix:
             self.metrics.cache_hits += 1
-            if not cached.active:
+            if not cached.active or self._recently_revoked.get(cache_key) is not None:
                 raise InvalidApiKey("revoked")
-            known = self._known_key(prefix)
+            known = self._known_record(prefix)
             record = (
                 known.record
                 if known is not None
@@ -209,6 +299,9 @@ class ApiKeyService:
         answered here; anything else returns ``None`` and takes the full path, which decides.
         """
         assert self._peek is not None
+        follower = self._follower
+        if follower is not None and follower.lease_until <= _monotonic():
+            return None
         cached = self._peek(cache_key)
         if cached is None or not cached.active or cached.apiKey != prefix:
             return None
@@ -243,9 +336,9 @@ class ApiKeyService:
         # Look again before the database, as mlcache does after taking its lock: a request whose
         # cache read missed just before another request's fill reaches here after that flight
         # has landed, and would otherwise make a second lookup for a key now cached.
-        cached = await self._cache.get(cache_key)
+        cached = await self._cached(cache_key)
         if cached is not None and cached.apiKey == prefix:
-            known = self._known_key(prefix)
+            known = self._known_record(prefix)
             if known is not None:
                 return _Lookup(record=known.record, active=cached.active)
         self.metrics.repository_lookups += 1
@@ -261,7 +354,7 @@ class ApiKeyService:
             return _Lookup(record=record, active=active)
         # Something was cached while we read the database: a revocation tombstone wins over
         # what we read, since it may have been written after our read.
-        current = await self._cache.get(cache_key)
+        current = await self._cached(cache_key)
         if current is None:
             return _Lookup(record=record, active=active)
         if current.apiKey != record.prefix:
@@ -330,11 +423,7 @@ class ApiKeyService:
                 await self._repository.add(record)
             except DuplicateKey:
                 continue
-            # A probe of this key may be in flight with a stale "unknown": later requests must
-            # not join it, and it must not record its answer in the negative cache.
-            self._digest_lookups.forget(record.digest)
-            self._negative.discard(record.digest)
-            self._remember(record)
+            self._welcome(record)
             logger.info("created API key %s (%s)", record.prefix, ",".join(scopes) or "no scopes")
             return CreatedKey(record=record, plaintext=parsed.plaintext)
         raise RuntimeError("could not allocate a unique key prefix after 5 attempts")
@@ -343,44 +432,197 @@ class ApiKeyService:
         return await self._repository.list_keys()
 
     async def revoke(self, prefix: str) -> RevocationResult:
-        """Commit the revocation, then replace every cached copy with a revoked tombstone."""
-        record = await self._repository.revoke(prefix, self._clock())
-        if record is None:
-            raise UnknownKeyPrefix(prefix)
-        self._remember(record)
+        """Commit the revocation with its event, replace every cached copy with a tombstone,
+        and return once it is final everywhere (``RevocationNotFinal`` past the bound)."""
+        committed_at = self._clock()
+        revocation = await self._commit_revocation(prefix, committed_at)
+        record = revocation.record
+        event = KeyEvent(
+            id=revocation.event_id,
+            prefix=record.prefix,
+            kind="revoked",
+            shared_done=False,
+            digest=record.digest,
+        )
+        self._apply_locally(event)
         tombstone = SimpleNamespace(apiKey=record.prefix, active=False)
-        report = await self._invalidate(record, tombstone, self._cache_ttl, action="revoked")
-        logger.info("revoked API key %s (cache: %s)", prefix, _describe(report))
-        return RevocationResult(record=record, invalidation=report)
+        report, shared_written = await self._invalidate(
+            record, tombstone, self._cache_ttl, action="revoked"
+        )
+        finality = await self._finality(event, report, shared_written, committed_at)
+        logger.info(
+            "revoked API key %s (cache: %s; %s in %.3fs)",
+            prefix,
+            _describe(report),
+            finality.how,
+            finality.seconds,
+        )
+        if not finality.final and self._event_log is not None:
+            raise RevocationNotFinal(
+                f"{finality.detail}; every process that applies the event log refuses it, and "
+                f"the rest will within {self._lease_seconds:.0f}s of their last contact"
+            )
+        return RevocationResult(record=record, invalidation=report, finality=finality)
+
+    async def _commit_revocation(self, prefix: str, at: datetime) -> Revocation:
+        try:
+            revocation = await self._repository.revoke(prefix, at)
+        except RepositoryUnavailable:
+            # The deadline may have fired after the commit: ask again (revoke is idempotent),
+            # so a committed revocation is never answered as if it had not happened.
+            revocation = await self._repository.revoke(prefix, at)
+        if revocation is None:
+            raise UnknownKeyPrefix(prefix)
+        return revocation
 
     async def rotate(self, prefix: str, grace_seconds: int = 0) -> RotationResult:
-        """Issue a new key with the same name and scopes; the old one expires after the grace."""
+        """Issue a successor with the same name and scopes; the old key expires after the grace.
+
+        One transaction with a conditional update: a revoked, expired or already rotated key
+        cannot be rotated (``KeyNotActive`` naming the successor), two concurrent rotations
+        yield one successor, and the successor keeps the old key's own expiry, never its grace.
+        """
         if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
             raise InvalidKeyRequest(f"grace must be between 0 and {MAX_GRACE_SECONDS} seconds")
         old = await self._repository.get_by_prefix(prefix)
         if old is None:
             raise UnknownKeyPrefix(prefix)
-        if not old.is_active(self._clock()):
-            raise KeyNotActive(prefix)
-        new_key = await self._store_new_key(old.name, old.scopes, old.expires_at)
-        updated = await self._repository.set_expiry(
-            prefix, self._clock() + timedelta(seconds=grace_seconds)
+        committed_at = self._clock()
+        grace_until = committed_at + timedelta(seconds=grace_seconds)
+        for _attempt in range(5):
+            parsed = self._key_generator()
+            successor = ApiKeyRecord(
+                prefix=parsed.prefix,
+                name=old.name,
+                scopes=old.scopes,
+                created_at=committed_at,
+                expires_at=old.expires_at,
+                digest=digest(parsed.plaintext),
+            )
+            try:
+                rotation = await self._repository.rotate(
+                    prefix, successor, grace_until, committed_at
+                )
+            except DuplicateKey:
+                continue
+            break
+        else:
+            raise RuntimeError("could not allocate a unique key prefix after 5 attempts")
+        new_key = CreatedKey(record=rotation.new, plaintext=parsed.plaintext)
+        self._welcome(rotation.new)
+        updated = rotation.old
+        event = KeyEvent(
+            id=rotation.event_id,
+            prefix=prefix,
+            kind="rotated",
+            shared_done=False,
+            digest=updated.digest,
         )
-        if updated is None:
-            raise UnknownKeyPrefix(prefix)
-        self._remember(updated)
+        self._apply_locally(event)
         still_active = updated.is_active(self._clock())
         replacement = SimpleNamespace(apiKey=prefix, active=still_active)
         ttl = self._fill_ttl(updated) if still_active else self._cache_ttl
-        report = await self._invalidate(updated, replacement, ttl, action="rotated")
+        report, shared_written = await self._invalidate(updated, replacement, ttl, action="rotated")
+        # The successor exists and its plaintext is in hand: never lose it to a slow
+        # finality; the answer says how far the narrowing of the old key reached.
+        finality = await self._finality(event, report, shared_written, committed_at)
         logger.info(
-            "rotated API key %s to %s (grace %ss, cache: %s)",
+            "rotated API key %s to %s (grace %ss, cache: %s; %s)",
             prefix,
             new_key.record.prefix,
             grace_seconds,
             _describe(report),
+            finality.how,
         )
-        return RotationResult(new_key=new_key, old_record=updated, invalidation=report)
+        return RotationResult(
+            new_key=new_key, old_record=updated, invalidation=report, finality=finality
+        )
+
+    def _welcome(self, record: ApiKeyRecord) -> None:
+        """A new key: a probe in flight with a stale "unknown" must not be joined or recorded."""
+        self._digest_lookups.forget(record.digest)
+        self._negative.discard(record.digest)
+        self._remember(record)
+
+    # -- the event log --------------------------------------------------------------------------
+
+    def _apply_locally(self, event: KeyEvent) -> None:
+        """Drop every copy this process holds of the key in ``event``."""
+        self._known.pop(event.prefix)
+        self._digest_lookups.forget(event.digest)
+        self._negative.discard(event.digest)
+        if event.kind == "revoked":
+            self._recently_revoked.put(event.digest, True, self._cache_ttl + self._lease_seconds)
+        if self._evict_local is not None:
+            self._evict_local(event.digest)
+
+    async def _apply_event(self, event: KeyEvent) -> None:
+        """One event of the log: local copies go; the shared tombstone is re-written when
+        nobody has marked it done yet (the revoker may have been cut off from Redis)."""
+        self._apply_locally(event)
+        if self._has_shared_tier and not event.shared_done:
+            await self._write_shared_tombstone(event)
+
+    async def _write_shared_tombstone(self, event: KeyEvent) -> None:
+        assert isinstance(self._cache, SharedTombstones)
+        replacement = (
+            SimpleNamespace(apiKey=event.prefix, active=False) if event.kind == "revoked" else None
+        )
+        try:
+            await self._cache.write_tombstone(event.digest, replacement, self._cache_ttl)
+        except Exception as exc:
+            if event.id not in self._pending_shared:
+                logger.warning(
+                    "could not write the shared tombstone of %s (%s): retrying after each poll",
+                    event.prefix,
+                    type(exc).__name__,
+                )
+            self._pending_shared[event.id] = event
+            while len(self._pending_shared) > _MAX_PENDING_SHARED:
+                del self._pending_shared[next(iter(self._pending_shared))]
+            return
+        self._pending_shared.pop(event.id, None)
+        await self._mark_shared_done(event.id)
+
+    async def _mark_shared_done(self, event_id: int) -> None:
+        if self._event_log is None or event_id <= 0:
+            return
+        try:
+            await self._event_log.mark_shared_done(event_id, self._clock())
+        except RepositoryUnavailable:
+            logger.warning("could not record that the shared cache reflects an event")
+
+    async def _retry_shared_tombstones(self) -> None:
+        for event in list(self._pending_shared.values()):
+            await self._write_shared_tombstone(event)
+
+    async def _finality(
+        self,
+        event: KeyEvent,
+        report: InvalidationReport,
+        shared_written: bool,
+        committed_at: datetime,
+    ) -> Finality:
+        if shared_written:
+            await self._mark_shared_done(event.id)
+        if self._event_log is None:
+            return Finality(
+                final=report.confirmed,
+                how="this process only (no event log)",
+                shared_done=shared_written or not self._has_shared_tier,
+            )
+        return await await_finality(
+            self._event_log,
+            event.id,
+            needs=FinalityNeeds(shared=self._has_shared_tier, local=self._holds_local_copies),
+            shared_done_by_us=shared_written,
+            acknowledged_by=report.acknowledged_by,
+            own_member_id=None if self._follower is None else self._follower.member_id,
+            committed_at=committed_at,
+            lease_seconds=self._lease_seconds,
+            timeout_seconds=self._finality_timeout,
+            wall_clock=self._clock,
+        )
 
     async def _invalidate(
         self,
@@ -389,31 +631,33 @@ class ApiKeyService:
         ttl_seconds: int,
         *,
         action: str,
-    ) -> InvalidationReport:
-        self._digest_lookups.forget(record.digest)
-        self._negative.discard(record.digest)
+    ) -> tuple[InvalidationReport, bool]:
+        """The cache's report, and whether the shared tier (if any) now holds the change."""
         try:
-            return await self._cache.invalidate(
+            report = await self._cache.invalidate(
                 record.digest, replacement if ttl_seconds > 0 else None, ttl_seconds
             )
         except Exception as exc:
             self.metrics.invalidation_failures += 1
             logger.error(
                 "key %s was %s in the database but the cache invalidation failed (%s): "
-                "cached copies may be honoured for up to %ss",
+                "the event log carries it to every process",
                 record.prefix,
                 action,
                 type(exc).__name__,
-                self._cache_ttl,
             )
-            return InvalidationReport(
-                confirmed=False,
-                scope="shared",
-                detail=(
-                    f"the key is {action} in the database, but the cache could not be reached: "
-                    f"cached copies may be honoured for up to {self._cache_ttl}s"
+            return (
+                InvalidationReport(
+                    confirmed=False,
+                    scope="shared",
+                    detail=(
+                        f"the key is {action} in the database, but the cache could not be "
+                        "reached: the event log carries it"
+                    ),
                 ),
+                False,
             )
+        return report, self._has_shared_tier
 
     async def clear_cache(self) -> None:
         """Drop every cached entry (this process's memo and negative cache too)."""

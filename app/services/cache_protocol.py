@@ -32,6 +32,8 @@ class InvalidationReport:
     detail: str = ""
     acknowledged: int | None = None
     expected: int | None = None
+    acknowledged_by: frozenset[str] = frozenset()
+    """The member ids that acknowledged (``tiered``), for the finality check."""
 
 
 class ApiKeyCacheBackend(Protocol):
@@ -73,3 +75,30 @@ class ProcessLocalPeek(Protocol):
     """
 
     peek: Callable[[str], SimpleNamespace | None]
+
+
+@runtime_checkable
+class LocalCopies(Protocol):
+    """A backend holding copies in this process's memory, which the event log must reach."""
+
+    def evict_local(self, cache_key: str | None) -> None:
+        """Drop this process's copy of ``cache_key`` (``None``: every copy), synchronously."""
+        ...
+
+
+@runtime_checkable
+class SharedTombstones(Protocol):
+    """A backend with a shared tier that a revocation must bring in line."""
+
+    async def write_tombstone(
+        self, cache_key: str, replacement: SimpleNamespace | None, ttl_seconds: int
+    ) -> None:
+        """Replace (or delete, for ``None``) the shared entry only; raises on failure."""
+        ...
+
+
+@runtime_checkable
+class SharedReader(Protocol):
+    """A backend whose shared tier can be read without its process-local one."""
+
+    async def read_shared(self, cache_key: str) -> SimpleNamespace | None: ...

@@ -120,6 +120,12 @@ class CircuitBreakingCacheBackend:
             lambda: self._inner.invalidate(cache_key, replacement, ttl_seconds)
         )
 
+    async def write_tombstone(
+        self, cache_key: str, replacement: SimpleNamespace | None, ttl_seconds: int
+    ) -> None:
+        """The shared entry replaced as by ``invalidate`` (this backend has no other tier)."""
+        await self.invalidate(cache_key, replacement, ttl_seconds)
+
     async def delete(self, cache_key: str) -> None:
         await self.require(lambda: self._inner.delete(cache_key))
 

@@ -108,6 +108,7 @@ class AckCount:
     acknowledged: int
     expected: int
     listening: bool
+    by: frozenset[str] = frozenset()
 
     @property
     def complete(self) -> bool:
@@ -174,6 +175,11 @@ class InvalidationListener:
     @property
     def channel(self) -> str:
         return self._channel
+
+    @property
+    def listener_id(self) -> str:
+        """Who this listener acknowledges as: the process's member id in the registry."""
+        return self._listener_id
 
     @property
     def healthy(self) -> bool:
@@ -252,6 +258,7 @@ class InvalidationListener:
                 acknowledged=len(waiter.acknowledgers),
                 expected=int(receivers),
                 listening=listening,
+                by=frozenset(waiter.acknowledgers),
             )
         finally:
             self._waiters.pop(message.message_id, None)

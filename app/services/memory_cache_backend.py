@@ -92,7 +92,7 @@ class InMemoryApiKeyCacheBackend:
         async with self._get_lock():
             self._entries.pop(cache_key)
 
-    def evict(self, cache_key: str | None) -> None:
+    def evict_local(self, cache_key: str | None) -> None:
         """Drop one entry (``None``: all of them) now, without the lock: for the event log."""
         if cache_key is None:
             self._entries.clear()

@@ -72,6 +72,27 @@ class TieredApiKeyCacheBackend:
         return self._shared
 
     @property
+    def member_id(self) -> str:
+        """This process's id on the invalidation channel (and so in the members registry)."""
+        return self._listener.listener_id
+
+    def evict_local(self, cache_key: str | None) -> None:
+        """Drop this process's L1 copy (``None``: all of it), as the event log asks."""
+        self._l1.apply_invalidation(cache_key)
+
+    async def write_tombstone(
+        self, cache_key: str, replacement: SimpleNamespace | None, ttl_seconds: int
+    ) -> None:
+        """Replace the L2 entry only: every process applies the event log to its own L1."""
+        await self._shared.invalidate(cache_key, replacement, ttl_seconds)
+        self._l1.evict(cache_key)
+
+    async def read_shared(self, cache_key: str) -> SimpleNamespace | None:
+        """The L2 value, bypassing the L1 entirely (also as a fallback)."""
+        result = await self._read_l2(cache_key)
+        return None if result is None else result[0]
+
+    @property
     def l1(self) -> LocalTier:
         return self._l1
 
@@ -221,6 +242,7 @@ class TieredApiKeyCacheBackend:
             detail=self._describe(acks),
             acknowledged=acks.acknowledged,
             expected=acks.expected,
+            acknowledged_by=acks.by,
         )
 
     async def _broadcast(self, cache_key: str | None, operation: str) -> None:

@@ -47,9 +47,9 @@ async def test_created_revoked_and_rotated_json_have_the_http_fields(cli: Cli) -
     revoked = cli.json("keys", "revoke", rotated["prefix"])
 
     assert set(created) == {"key", "prefix", "name", "scopes", "created_at", "expires_at"}
-    assert set(rotated) == set(created) | {"old_key", "cache_invalidation"}
+    assert set(rotated) == set(created) | {"old_key", "cache_invalidation", "finality"}
     assert set(revoked) == {
         "prefix", "name", "scopes", "created_at", "expires_at", "revoked_at", "active",
-        "cache_invalidation",
+        "cache_invalidation", "finality",
     }  # fmt: skip
     assert revoked["revoked_at"].endswith("Z")

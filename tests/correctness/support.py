@@ -15,7 +15,7 @@ from datetime import datetime
 from types import SimpleNamespace
 
 from app.domain.errors import RepositoryUnavailable
-from app.repositories.base import ApiKeyRecord, ApiKeyRepository
+from app.repositories.base import ApiKeyRecord, ApiKeyRepository, Revocation, Rotation
 from app.repositories.memory import InMemoryApiKeyRepository
 from app.services.cache_protocol import CoherentCacheBackend, InvalidationReport
 
@@ -78,13 +78,15 @@ class ControlledRepository:
         self._enter("list_keys")
         return await self.inner.list_keys()
 
-    async def revoke(self, prefix: str, at: datetime) -> ApiKeyRecord | None:
+    async def revoke(self, prefix: str, at: datetime) -> Revocation | None:
         self._enter("revoke")
         return await self.inner.revoke(prefix, at)
 
-    async def set_expiry(self, prefix: str, expires_at: datetime) -> ApiKeyRecord | None:
-        self._enter("set_expiry")
-        return await self.inner.set_expiry(prefix, expires_at)
+    async def rotate(
+        self, prefix: str, successor: ApiKeyRecord, grace_until: datetime, now: datetime
+    ) -> Rotation:
+        self._enter("rotate")
+        return await self.inner.rotate(prefix, successor, grace_until, now)
 
     async def ping(self) -> None:
         self._enter("ping")

@@ -16,10 +16,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.engine import build_engine, build_session_factory
-from app.domain.errors import DuplicateKey, RepositoryUnavailable
+from app.domain.errors import DuplicateKey, KeyNotActive, RepositoryUnavailable, UnknownKeyPrefix
 from app.domain.keys import digest, generate_api_key
 from app.repositories.base import ApiKeyRecord
-from app.repositories.sql import SqlApiKeyRepository
+from app.repositories.sql import SqlApiKeyRepository, SqlEventLogRepository
 from tests.support.redis_server import free_port
 
 T0 = datetime(2030, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
@@ -117,37 +117,99 @@ async def test_list_keys_oldest_first(repository: SqlApiKeyRepository) -> None:
     assert [r.name for r in await repository.list_keys()] == ["older", "newer"]
 
 
-async def test_revoke_is_idempotent_and_keeps_the_first_time(
+async def test_revoke_is_idempotent_keeps_the_first_time_and_logs_one_event(
     repository: SqlApiKeyRepository,
 ) -> None:
     record, _ = make_record()
     await repository.add(record)
+    log = SqlEventLogRepository(repository._sessions)
+    before = await log.last_event_id()
 
     first = await repository.revoke(record.prefix, T0 + timedelta(minutes=1))
     again = await repository.revoke(record.prefix, T0 + timedelta(minutes=2))
 
-    assert first is not None and first.revoked_at == T0 + timedelta(minutes=1)
-    assert again is not None and again.revoked_at == T0 + timedelta(minutes=1)
-    assert not again.is_active(T0 + timedelta(minutes=1))
+    assert first is not None and first.record.revoked_at == T0 + timedelta(minutes=1)
+    assert again is not None and again.record.revoked_at == T0 + timedelta(minutes=1)
+    assert first.newly_revoked and not again.newly_revoked
+    assert again.event_id == first.event_id
+    assert not again.record.is_active(T0 + timedelta(minutes=1))
+    events = await log.events_after(before, 10)
+    assert [(event.id, event.prefix, event.kind) for event in events] == [
+        (first.event_id, record.prefix, "revoked")
+    ]
+    assert events[0].digest == record.digest and not events[0].shared_done
     assert await repository.revoke("game_00000000", T0) is None
 
 
-async def test_set_expiry_only_brings_the_expiry_forward(
+def successor_of(record: ApiKeyRecord) -> ApiKeyRecord:
+    successor, _ = make_record(name=record.name, scopes=record.scopes, expires_at=record.expires_at)
+    return successor
+
+
+async def test_rotate_narrows_the_old_key_and_the_successor_keeps_its_own_expiry(
     repository: SqlApiKeyRepository,
 ) -> None:
     record, _ = make_record(expires_at=T0 + timedelta(hours=2))
     await repository.add(record)
 
-    earlier = await repository.set_expiry(record.prefix, T0 + timedelta(hours=1))
-    later = await repository.set_expiry(record.prefix, T0 + timedelta(hours=3))
-    never_expiring, _ = make_record()
-    await repository.add(never_expiring)
-    given = await repository.set_expiry(never_expiring.prefix, T0 + timedelta(minutes=5))
+    rotation = await repository.rotate(
+        record.prefix, successor_of(record), T0 + timedelta(hours=1), T0
+    )
 
-    assert earlier is not None and earlier.expires_at == T0 + timedelta(hours=1)
-    assert later is not None and later.expires_at == T0 + timedelta(hours=1)
-    assert given is not None and given.expires_at == T0 + timedelta(minutes=5)
-    assert await repository.set_expiry("game_00000000", T0) is None
+    assert rotation.old.expires_at == T0 + timedelta(hours=1)
+    assert rotation.new.expires_at == T0 + timedelta(hours=2)  # not the grace
+    event = await SqlEventLogRepository(repository._sessions).event_state(rotation.event_id)
+    assert event is not None and (event.prefix, event.kind) == (record.prefix, "rotated")
+
+
+async def test_a_grace_never_extends_the_old_expiry(repository: SqlApiKeyRepository) -> None:
+    record, _ = make_record(expires_at=T0 + timedelta(minutes=5))
+    await repository.add(record)
+
+    rotation = await repository.rotate(
+        record.prefix, successor_of(record), T0 + timedelta(hours=3), T0
+    )
+
+    assert rotation.old.expires_at == T0 + timedelta(minutes=5)
+
+
+async def test_a_key_rotates_once_and_never_after_revocation(
+    repository: SqlApiKeyRepository,
+) -> None:
+    record, _ = make_record()
+    revoked, _ = make_record()
+    await repository.add(record)
+    await repository.add(revoked)
+    first = await repository.rotate(
+        record.prefix, successor_of(record), T0 + timedelta(hours=1), T0
+    )
+    await repository.revoke(revoked.prefix, T0)
+
+    with pytest.raises(KeyNotActive) as again:
+        await repository.rotate(record.prefix, successor_of(record), T0 + timedelta(hours=1), T0)
+    with pytest.raises(KeyNotActive) as after_revoke:
+        await repository.rotate(revoked.prefix, successor_of(revoked), T0, T0)
+    with pytest.raises(UnknownKeyPrefix):
+        await repository.rotate("game_00000000", successor_of(record), T0, T0)
+
+    assert again.value.successor == first.new.prefix
+    assert after_revoke.value.successor is None
+
+
+async def test_members_register_renew_and_leave(repository: SqlApiKeyRepository) -> None:
+    log = SqlEventLogRepository(repository._sessions)
+
+    await log.renew_member("m1", "host:1", 3, T0 + timedelta(seconds=10))
+    await log.renew_member("m1", "host:1", 5, T0 + timedelta(seconds=20))
+    await log.renew_member("m2", "host:2", 5, T0 + timedelta(seconds=5))
+
+    live = {
+        member.member_id: member for member in await log.live_members(T0 + timedelta(seconds=6))
+    }
+    assert set(live) == {"m1"}
+    assert live["m1"].applied_event_id == 5
+    await log.leave("m1")
+    assert [member.member_id for member in await log.live_members(T0)] == ["m2"]
 
 
 async def test_ping_answers_when_the_database_does(repository: SqlApiKeyRepository) -> None:

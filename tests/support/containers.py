@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from app.core.container import Container, build_container
-from app.repositories.memory import InMemoryApiKeyRepository
+from app.repositories.memory import InMemoryApiKeyRepository, InMemoryEventLog
 from configs import CONFIG_DIR, load_settings
 
 
@@ -30,6 +30,8 @@ def make_container(containers: list[Container], config_file: str | None = None) 
     """A container from ``configs/<config_file>`` (or the defaults), torn down after the test."""
     path = None if config_file is None else CONFIG_DIR / config_file
     container = build_container(load_settings(path))
-    container.apikey_repository.override(InMemoryApiKeyRepository())
+    repository = InMemoryApiKeyRepository()
+    container.apikey_repository.override(repository)
+    container.event_log.override(InMemoryEventLog(repository))
     containers.append(container)
     return container

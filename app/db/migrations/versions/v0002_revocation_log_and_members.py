@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("digest", sa.String(64), nullable=False),
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("shared_done_at", sa.DateTime(timezone=True), nullable=True),
     )
     op.create_table(
         "members",
