@@ -21,9 +21,10 @@ from app.core.container import Container, build_container
 from app.core.resources import close_container_resources
 from app.domain.errors import GameApiError
 from app.domain.keys import checked_prefix
-from app.domain.scopes import ADMIN
+from app.domain.scopes import KNOWN_SCOPES
 from app.services.apikey_service import ApiKeyService, CreatedKey, utc_now
 from app.services.cache_protocol import InvalidationReport
+from app.services.key_pages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from configs import ConfigError, Settings, load_settings
 
 PROG = "game-api"
@@ -97,8 +98,16 @@ def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_keys_list(settings: Settings, args: argparse.Namespace) -> None:
-    records = _run_with_service(settings, lambda service: service.list_keys())
-    listing = KeyListOut.of(records, utc_now())
+    page = _run_with_service(
+        settings,
+        lambda service: service.list_keys(
+            limit=args.limit,
+            cursor=args.cursor,
+            active_only=args.active,
+            name_prefix=args.name_prefix,
+        ),
+    )
+    listing = KeyListOut.of_page(page, utc_now())
     if args.json:
         _print_json(listing)
         return
@@ -118,6 +127,8 @@ def cmd_keys_list(settings: Settings, args: argparse.Namespace) -> None:
         print(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[4]
         )
+    if listing.next_cursor is not None:
+        print(f"next: {listing.next_cursor}")
 
 
 def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> None:
@@ -171,12 +182,16 @@ def _upgrade(settings: Settings) -> None:
 
 
 async def bootstrap_admin(service: ApiKeyService) -> CreatedKey | None:
-    """A first admin key when no active one exists; ``None`` when there is one already."""
-    now = utc_now()
-    for record in await service.list_keys():
-        if ADMIN in record.scopes and record.is_active(now):
-            return None
-    return await service.create(BOOTSTRAP_ADMIN_NAME, [ADMIN])
+    """A first admin key when no active one exists; ``None`` when there is one already.
+
+    One indexed query, not a listing: with a large table, reading every key outlived the
+    database deadline and ``serve`` failed to start. The key carries every scope, because a key
+    can grant only scopes it holds (``app.services.key_policy``): an ``admin``-only first key
+    could not create the ``read`` and ``write`` keys players need.
+    """
+    if await service.has_active_admin():
+        return None
+    return await service.create(BOOTSTRAP_ADMIN_NAME, sorted(KNOWN_SCOPES))
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
@@ -268,7 +283,20 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--expires-in", type=_positive, metavar="SECONDS")
     create.set_defaults(handler=cmd_keys_create)
 
-    listing = keys.add_parser("list", parents=[common, json_flag], help="list keys (no secrets)")
+    listing = keys.add_parser(
+        "list", parents=[common, json_flag], help="list keys a page at a time (no secrets)"
+    )
+    listing.add_argument(
+        "--limit", type=_positive, default=DEFAULT_PAGE_SIZE, metavar="N",
+        help=f"keys per page, at most {MAX_PAGE_SIZE} (default {DEFAULT_PAGE_SIZE})",
+    )  # fmt: skip
+    listing.add_argument(
+        "--cursor", metavar="C", help="continue after a previous page (its next cursor)"
+    )
+    listing.add_argument(
+        "--active", action="store_true", help="only keys neither revoked nor expired"
+    )
+    listing.add_argument("--name-prefix", metavar="P", help="only names starting with P")
     listing.set_defaults(handler=cmd_keys_list)
 
     revoke = keys.add_parser("revoke", parents=[common, json_flag], help="revoke a key")

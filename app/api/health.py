@@ -1,7 +1,17 @@
-"""Liveness and readiness.
+"""Liveness and readiness, in the form load balancers and orchestrators follow.
 
-``/healthz`` is deliberately trivial (no I/O, no auth): it is also the throughput ceiling the
-request-path benchmarks compare against. ``/readyz`` checks what a request may need.
+``/livez`` (and its older name ``/healthz``) is deliberately trivial (no I/O, no auth): the
+process runs its event loop, nothing more. A liveness probe that touched the database would get
+every worker restarted during a database outage, which cures nothing. ``/healthz`` is also the
+throughput ceiling the request-path benchmarks compare against.
+
+``/readyz`` answers "can this worker authenticate?", and that needs the database: 200 when it
+answers, 503 when it does not. That holds even when the cache is warm: cached keys would still
+be admitted, but every new key, every cache miss and every key-management call would fail, so
+a balancer should prefer a worker that has its database. Redis is never a readiness condition:
+with Redis down the ``redis`` and ``tiered`` backends fall back to the database and valid keys
+keep working, so the answer is 200 with ``"status": "degraded"`` and the check named, rather
+than a 503 that would take every worker out of rotation at once for a cache outage.
 """
 
 # No ``from __future__ import annotations``: dependency-injector reads the ``Annotated``
@@ -31,8 +41,10 @@ BackendNameDep = Annotated[str, Depends(Provide[Container.config.APIKEY_CACHE_BA
 MetricsDep = Annotated[CacheMetrics, Depends(Provide[Container.metrics])]
 
 
+@router.get("/livez")
 @router.get("/healthz")
-async def healthz() -> dict[str, str]:
+async def livez() -> dict[str, str]:
+    """200 whenever the process can answer at all: no I/O, no authentication."""
     return {"status": "ok"}
 
 
@@ -71,7 +83,7 @@ async def _listener_status(service: ApiKeyService) -> dict[str, Any] | None:
     }
 
 
-@router.get("/readyz", responses={503: {"description": "A dependency is unreachable"}})
+@router.get("/readyz", responses={503: {"description": "The key database is unreachable"}})
 @inject
 async def readyz(
     service: ApiKeyServiceDep,
@@ -83,9 +95,15 @@ async def readyz(
         "database": await _database_status(service),
         "redis": await _redis_status(redis_client, backend_name),
     }
-    ready = all(state in ("ok", "not used") for state in checks.values())
+    ready = checks["database"] == "ok"
+    if not ready:
+        status = "unavailable"
+    elif checks["redis"] == "unavailable":
+        status = "degraded"
+    else:
+        status = "ready"
     body: dict[str, Any] = {
-        "status": "ready" if ready else "unavailable",
+        "status": status,
         "checks": checks,
         "cache_backend": backend_name,
         "cache_metrics": metrics.snapshot(),

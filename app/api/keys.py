@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, status
+from fastapi import APIRouter, Body, Path, Query, Request, status
 
-from app.api.authentication import AuthenticatedRoute, requires_scope
+from app.api.authentication import AuthenticatedRoute, caller_of, requires_scope
 from app.api.deps import ApiKeyServiceDep
 from app.api.schemas import (
     CreatedKeyOut,
@@ -19,6 +19,7 @@ from app.api.schemas import (
 from app.domain.keys import checked_prefix
 from app.domain.scopes import ADMIN
 from app.services.apikey_service import utc_now
+from app.services.key_pages import DEFAULT_PAGE_SIZE, MAX_NAME_PREFIX_LENGTH, MAX_PAGE_SIZE
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"], route_class=AuthenticatedRoute)
 
@@ -27,15 +28,33 @@ KeyPrefix = Annotated[str, Path(description="The public prefix, e.g. game_Ab3dE9
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 @requires_scope(ADMIN)
-async def create_key(body: CreateKeyRequest, service: ApiKeyServiceDep) -> CreatedKeyOut:
-    created = await service.create(body.name, body.scopes, body.expires_in)
+async def create_key(
+    request: Request, body: CreateKeyRequest, service: ApiKeyServiceDep
+) -> CreatedKeyOut:
+    """The caller may grant only scopes it holds, and no longer life than its own (422)."""
+    created = await service.create(
+        body.name, body.scopes, body.expires_in, issuer=caller_of(request)
+    )
     return CreatedKeyOut.of(created)
 
 
 @router.get("")
 @requires_scope(ADMIN)
-async def list_keys(service: ApiKeyServiceDep) -> KeyListOut:
-    return KeyListOut.of(await service.list_keys(), utc_now())
+async def list_keys(
+    service: ApiKeyServiceDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+    cursor: Annotated[str | None, Query(description="The next_cursor of the previous page")] = None,
+    active: Annotated[bool, Query(description="Only keys neither revoked nor expired")] = False,
+    name_prefix: Annotated[
+        str | None,
+        Query(max_length=MAX_NAME_PREFIX_LENGTH, description="Only names starting with this"),
+    ] = None,
+) -> KeyListOut:
+    """One page, oldest first; follow ``next_cursor`` until it is null."""
+    page = await service.list_keys(
+        limit=limit, cursor=cursor, active_only=active, name_prefix=name_prefix
+    )
+    return KeyListOut.of_page(page, utc_now())
 
 
 @router.post("/{prefix}/revoke")

@@ -20,6 +20,7 @@ from app.services.apikey_service import (
     RotationResult,
 )
 from app.services.cache_protocol import InvalidationReport, InvalidationScope
+from app.services.key_pages import KeyPage
 from app.services.revocation_finality import Finality
 
 
@@ -73,10 +74,20 @@ class KeyOut(BaseModel):
 
 class KeyListOut(BaseModel):
     keys: list[KeyOut]
+    next_cursor: str | None = Field(
+        default=None,
+        description="Pass as `cursor` for the next page; null on the last page",
+    )
 
     @classmethod
-    def of(cls, records: Iterable[ApiKeyRecord], now: datetime) -> KeyListOut:
-        return cls(keys=[KeyOut.of(record, now) for record in records])
+    def of(
+        cls, records: Iterable[ApiKeyRecord], now: datetime, next_cursor: str | None = None
+    ) -> KeyListOut:
+        return cls(keys=[KeyOut.of(record, now) for record in records], next_cursor=next_cursor)
+
+    @classmethod
+    def of_page(cls, page: KeyPage, now: datetime) -> KeyListOut:
+        return cls.of(page.records, now, page.next_cursor)
 
 
 class CreatedKeyOut(BaseModel):

@@ -4,20 +4,34 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Integer, String
+from sqlalchemy import BigInteger, Boolean, Index, Integer, String, false
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.db.types import UtcDateTime
+from app.domain.scopes import ADMIN
 
 
 class Base(DeclarativeBase):
     pass
 
 
+def _holds_admin(context: DefaultExecutionContext) -> bool:
+    """``is_admin`` of a row being inserted, from its scopes: the two cannot disagree."""
+    parameters = context.current_parameters or {}
+    return ADMIN in str(parameters.get("scopes") or "").split()
+
+
 class ApiKeyRow(Base):
     """One API key. Only the sha256 digest of the key is stored, never the plaintext."""
 
     __tablename__ = "api_keys"
+    __table_args__ = (
+        # Listing pages: a range read in (created_at, prefix) order (migration 0003).
+        Index("ix_api_keys_created_at_prefix", "created_at", "prefix"),
+        # "Is there an active admin key?": only unrevoked admin rows are read (migration 0003).
+        Index("ix_api_keys_admin_revoked_expires", "is_admin", "revoked_at", "expires_at"),
+    )
 
     prefix: Mapped[str] = mapped_column(String(32), primary_key=True)
     digest: Mapped[str] = mapped_column(String(64), unique=True, index=True)
@@ -29,6 +43,10 @@ class ApiKeyRow(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     # Set, once, by the rotation that issued this key's successor: a key rotates only once.
     successor_prefix: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # Whether ``scopes`` holds ``admin``, set at insert time: a word inside a space-separated
+    # string cannot be found through an index, a boolean column can. A key's scopes never
+    # change (rotation inserts a new row), so the two stay in step.
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=_holds_admin, server_default=false())
 
 
 EVENT_ID = BigInteger().with_variant(Integer(), "sqlite")

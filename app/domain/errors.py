@@ -167,3 +167,17 @@ class RevocationNotFinal(GameApiError):
 
     def public_detail(self) -> str:
         return f"{self.public_message}: {self}"
+
+
+class KeyPolicyViolation(InvalidKeyRequest):
+    """A key asked to create a key with more than it holds: a scope it lacks or a longer life.
+
+    Without this rule a short-lived or narrow credential could mint a permanent, wider one, and
+    handing out a temporary key would contain nothing. The message names the rule that was
+    broken, in the service's own words.
+    """
+
+
+class InvalidListRequest(InvalidKeyRequest):
+    """A listing request the service cannot answer: a page size out of range, a cursor it never
+    issued (tampered, truncated, or from another listing), or a filter that is too long."""

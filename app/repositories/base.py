@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+# Where a key stands in listing order: (created_at, prefix), unique and never changing.
+KeyPosition = tuple[datetime, str]
+
 
 @dataclass(frozen=True, slots=True)
 class ApiKeyRecord:
@@ -79,8 +82,24 @@ class ApiKeyRepository(Protocol):
 
     async def get_by_prefix(self, prefix: str) -> ApiKeyRecord | None: ...
 
-    async def list_keys(self) -> list[ApiKeyRecord]:
-        """All keys, oldest first."""
+    async def list_keys(
+        self,
+        *,
+        limit: int,
+        after: KeyPosition | None = None,
+        active_at: datetime | None = None,
+        name_prefix: str | None = None,
+    ) -> list[ApiKeyRecord]:
+        """At most ``limit`` keys in (created_at, prefix) order, strictly after ``after``.
+
+        ``active_at``: only keys neither revoked nor expired at that instant. ``name_prefix``:
+        only names starting with it, taken literally (``%`` and ``_`` are not wildcards) and
+        case-sensitively. Each call is one bounded, indexed read however large the table is.
+        """
+        ...
+
+    async def has_active_admin(self, now: datetime) -> bool:
+        """Whether a key with the ``admin`` scope is neither revoked nor expired at ``now``."""
         ...
 
     async def revoke(self, prefix: str, at: datetime) -> Revocation | None:

@@ -6,7 +6,15 @@ import dataclasses
 from datetime import datetime
 
 from app.domain.errors import DuplicateKey, KeyNotActive, UnknownKeyPrefix
-from app.repositories.base import ApiKeyRecord, KeyEvent, MemberState, Revocation, Rotation
+from app.domain.scopes import ADMIN
+from app.repositories.base import (
+    ApiKeyRecord,
+    KeyEvent,
+    KeyPosition,
+    MemberState,
+    Revocation,
+    Rotation,
+)
 
 
 class InMemoryApiKeyRepository:
@@ -31,8 +39,25 @@ class InMemoryApiKeyRepository:
     async def get_by_prefix(self, prefix: str) -> ApiKeyRecord | None:
         return self._by_prefix.get(prefix)
 
-    async def list_keys(self) -> list[ApiKeyRecord]:
-        return sorted(self._by_prefix.values(), key=lambda record: record.created_at)
+    async def list_keys(
+        self,
+        *,
+        limit: int,
+        after: KeyPosition | None = None,
+        active_at: datetime | None = None,
+        name_prefix: str | None = None,
+    ) -> list[ApiKeyRecord]:
+        chosen = sorted(self._by_prefix.values(), key=lambda r: (r.created_at, r.prefix))
+        if after is not None:
+            chosen = [r for r in chosen if (r.created_at, r.prefix) > after]
+        if active_at is not None:
+            chosen = [r for r in chosen if r.is_active(active_at)]
+        if name_prefix is not None:
+            chosen = [r for r in chosen if r.name.startswith(name_prefix)]
+        return chosen[:limit]
+
+    async def has_active_admin(self, now: datetime) -> bool:
+        return any(ADMIN in r.scopes and r.is_active(now) for r in self._by_prefix.values())
 
     async def revoke(self, prefix: str, at: datetime) -> Revocation | None:
         record = self._by_prefix.get(prefix)

@@ -14,13 +14,22 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 
-from sqlalchemy import delete, func, or_, select, text, update
+from sqlalchemy import delete, func, literal, or_, select, text, true, tuple_, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
 
 from app.db.models import ApiKeyRow, KeyEventRow, MemberRow
+from app.db.types import UtcDateTime
 from app.domain.errors import DuplicateKey, KeyNotActive, RepositoryUnavailable, UnknownKeyPrefix
-from app.repositories.base import ApiKeyRecord, KeyEvent, MemberState, Revocation, Rotation
+from app.repositories.base import (
+    ApiKeyRecord,
+    KeyEvent,
+    KeyPosition,
+    MemberState,
+    Revocation,
+    Rotation,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +110,10 @@ def _to_event(row: KeyEventRow) -> KeyEvent:
     )
 
 
+def _unexpired_at(now: datetime) -> ColumnElement[bool]:
+    return or_(ApiKeyRow.expires_at.is_(None), ApiKeyRow.expires_at > now)
+
+
 class SqlApiKeyRepository:
     """Implements ``ApiKeyRepository``; one short session (and transaction) per call."""
 
@@ -143,12 +156,53 @@ class SqlApiKeyRepository:
             row = await session.get(ApiKeyRow, prefix)
             return None if row is None else _to_record(row)
 
-    async def list_keys(self) -> list[ApiKeyRecord]:
-        async with self._session() as session:
-            rows = await session.scalars(
-                select(ApiKeyRow).order_by(ApiKeyRow.created_at, ApiKeyRow.prefix)
+    async def list_keys(
+        self,
+        *,
+        limit: int,
+        after: KeyPosition | None = None,
+        active_at: datetime | None = None,
+        name_prefix: str | None = None,
+    ) -> list[ApiKeyRecord]:
+        """One range read of ``ix_api_keys_created_at_prefix`` from ``after`` (see the protocol).
+
+        The position is compared as a row value, ``(created_at, prefix) > (:at, :prefix)``,
+        which PostgreSQL and SQLite both turn into an index range start; the expanded
+        ``a > x OR (a = x AND b > y)`` form makes PostgreSQL scan from the first row.
+        """
+        query = select(ApiKeyRow).order_by(ApiKeyRow.created_at, ApiKeyRow.prefix).limit(limit)
+        if after is not None:
+            created_at, prefix = after
+            query = query.where(
+                tuple_(ApiKeyRow.created_at, ApiKeyRow.prefix)
+                > tuple_(literal(created_at, UtcDateTime()), literal(prefix))
             )
+        if active_at is not None:
+            query = query.where(ApiKeyRow.revoked_at.is_(None), _unexpired_at(active_at))
+        if name_prefix is not None:
+            # LIKE with its wildcards escaped, then an exact comparison: SQLite's LIKE ignores
+            # ASCII case, and the filter is meant to be case-sensitive on every backend.
+            query = query.where(
+                ApiKeyRow.name.startswith(name_prefix, autoescape=True),
+                func.substr(ApiKeyRow.name, 1, len(name_prefix)) == name_prefix,
+            )
+        async with self._session() as session:
+            rows = await session.scalars(query)
             return [_to_record(row) for row in rows]
+
+    async def has_active_admin(self, now: datetime) -> bool:
+        """One read of ``ix_api_keys_admin_revoked_expires``, stopping at the first match."""
+        query = (
+            select(ApiKeyRow.prefix)
+            .where(
+                ApiKeyRow.is_admin == true(),
+                ApiKeyRow.revoked_at.is_(None),
+                _unexpired_at(now),
+            )
+            .limit(1)
+        )
+        async with self._session() as session:
+            return (await session.scalar(query)) is not None
 
     async def revoke(self, prefix: str, at: datetime) -> Revocation | None:
         async with self._session() as session:

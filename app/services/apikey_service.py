@@ -59,6 +59,8 @@ from app.services.cache_protocol import (
     SharedReader,
     SharedTombstones,
 )
+from app.services.key_pages import DEFAULT_PAGE_SIZE, KeyPage, list_page
+from app.services.key_policy import check_issuance
 from app.services.metrics import CacheMetrics
 from app.services.negative_cache import NegativeCache
 from app.services.revocation_finality import Finality, FinalityNeeds, await_finality
@@ -390,8 +392,15 @@ class ApiKeyService:
         name: str,
         scopes: Iterable[str],
         expires_in_seconds: int | None = None,
+        *,
+        issuer: AuthenticatedKey | None = None,
     ) -> CreatedKey:
-        """Store a new key's digest and return the plaintext, which is never stored."""
+        """Store a new key's digest and return the plaintext, which is never stored.
+
+        ``issuer`` is the key asking (an HTTP caller): it may only grant what it holds and the
+        new key may not outlive it (``check_issuance``). ``None`` is the operator command line,
+        which is trusted: it can write to the database anyway.
+        """
         if not _NAME_PATTERN.fullmatch(name):
             raise InvalidKeyRequest(
                 "name must be 1-100 characters of letters, digits, spaces or ._:@/-"
@@ -404,6 +413,8 @@ class ApiKeyService:
                     f"expires_in must be between 1 and {MAX_EXPIRES_IN_SECONDS} seconds"
                 )
             expires_at = self._clock() + timedelta(seconds=expires_in_seconds)
+        if issuer is not None:
+            check_issuance(issuer.scopes, issuer.expires_at, chosen_scopes, expires_at)
         return await self._store_new_key(name, chosen_scopes, expires_at)
 
     async def _store_new_key(
@@ -428,8 +439,30 @@ class ApiKeyService:
             return CreatedKey(record=record, plaintext=parsed.plaintext)
         raise RuntimeError("could not allocate a unique key prefix after 5 attempts")
 
-    async def list_keys(self) -> list[ApiKeyRecord]:
-        return await self._repository.list_keys()
+    async def list_keys(
+        self,
+        *,
+        limit: int = DEFAULT_PAGE_SIZE,
+        cursor: str | None = None,
+        active_only: bool = False,
+        name_prefix: str | None = None,
+    ) -> KeyPage:
+        """One page of keys in (created_at, prefix) order, and the cursor of the next one.
+
+        Never the whole table: with many keys one unbounded read outlives the database deadline
+        and the listing would answer 503. The cursor is opaque (``app.services.key_pages``).
+        """
+        return await list_page(
+            self._repository,
+            limit=limit,
+            cursor=cursor,
+            active_at=self._clock() if active_only else None,
+            name_prefix=name_prefix,
+        )
+
+    async def has_active_admin(self) -> bool:
+        """Whether any key with the ``admin`` scope is neither revoked nor expired (one query)."""
+        return await self._repository.has_active_admin(self._clock())
 
     async def revoke(self, prefix: str) -> RevocationResult:
         """Commit the revocation with its event, replace every cached copy with a tombstone,

@@ -75,7 +75,9 @@ async def make_api() -> AsyncIterator[ApiFactory]:
         api = Api(client=client, container=container, admin_key="")
         built.append(api)
         if create_admin:
-            api.admin_key = (await api.service.create("admin", ["admin"])).plaintext
+            api.admin_key = (
+                await api.service.create("admin", ["admin", "read", "write"])
+            ).plaintext
         return api
 
     try:

@@ -16,9 +16,20 @@ def unreachable_postgres_url() -> str:
     return f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/test"
 
 
-async def test_healthz_is_trivial(api: Api) -> None:
-    response = await api.client.get("/healthz")
+@pytest.mark.parametrize("path", ["/livez", "/healthz"])
+async def test_livez_and_its_alias_healthz_are_trivial(api: Api, path: str) -> None:
+    response = await api.client.get(path)
 
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize("path", ["/livez", "/healthz"])
+async def test_livez_is_200_with_the_database_unreachable(make_api: ApiFactory, path: str) -> None:
+    api = await make_api(DATABASE_URL=unreachable_postgres_url(), create_admin=False)
+
+    assert (await api.client.get("/readyz")).status_code == 503
+    response = await api.client.get(path)
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
 
@@ -50,18 +61,21 @@ async def test_readyz_checks_redis_when_the_backend_uses_it(
     assert response.json()["checks"] == {"database": "ok", "redis": "ok"}
 
 
-async def test_readyz_is_503_when_redis_is_unreachable(
-    make_api: ApiFactory, database_url: str
+@pytest.mark.parametrize("backend", ["redis", "tiered"])
+async def test_readyz_is_200_degraded_when_redis_is_unreachable(
+    make_api: ApiFactory, database_url: str, backend: str
 ) -> None:
     api = await make_api(
         DATABASE_URL=database_url,
-        APIKEY_CACHE_BACKEND="redis",
+        APIKEY_CACHE_BACKEND=backend,
         REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
     )
 
     response = await api.client.get("/readyz")
 
-    assert response.status_code == 503
+    # The worker can still authenticate (from the database), so it stays in rotation.
+    assert response.status_code == 200
+    assert response.json()["status"] == "degraded"
     assert response.json()["checks"] == {"database": "ok", "redis": "unavailable"}
     # Redis down never fails a valid key: the breaker sends lookups to the database.
     assert (await api.client.get("/v1/me", headers=api.auth())).status_code == 200
@@ -80,6 +94,7 @@ async def test_unreachable_database_is_503_never_401(make_api: ApiFactory) -> No
         assert response.json() == {"detail": "the key database is unavailable; try again shortly"}
         assert well_formed not in response.text
     assert ready.status_code == 503
+    assert ready.json()["status"] == "unavailable"
     assert ready.json()["checks"]["database"] == "unavailable"
     # A malformed key is refused offline, whatever the database's state.
     assert (await api.client.get("/v1/me", headers=api.auth("junk"))).status_code == 401
@@ -116,7 +131,10 @@ async def test_postgres_outage_cached_keys_keep_working_uncached_get_503(
     assert cached.status_code == 200
     assert uncached.status_code == 503
     assert uncached.json() == {"detail": "the key database is unavailable; try again shortly"}
+    # A warm cache does not make the worker ready: new keys and misses would all fail.
     assert ready.status_code == 503
+    assert ready.json()["status"] == "unavailable"
+    assert ready.json()["checks"]["database"] == "unavailable"
 
     await execute_sql(postgres_url, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
 

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from types import SimpleNamespace
+from typing import Any
 
 from app.domain.errors import RepositoryUnavailable
 from app.repositories.base import ApiKeyRecord, ApiKeyRepository, Revocation, Rotation
@@ -74,9 +75,13 @@ class ControlledRepository:
         self._enter("get_by_prefix")
         return await self.inner.get_by_prefix(prefix)
 
-    async def list_keys(self) -> list[ApiKeyRecord]:
+    async def list_keys(self, **query: Any) -> list[ApiKeyRecord]:
         self._enter("list_keys")
-        return await self.inner.list_keys()
+        return await self.inner.list_keys(**query)
+
+    async def has_active_admin(self, now: datetime) -> bool:
+        self._enter("has_active_admin")
+        return await self.inner.has_active_admin(now)
 
     async def revoke(self, prefix: str, at: datetime) -> Revocation | None:
         self._enter("revoke")

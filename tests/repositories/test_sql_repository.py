@@ -114,7 +114,7 @@ async def test_list_keys_oldest_first(repository: SqlApiKeyRepository) -> None:
     await repository.add(newer)
     await repository.add(older)
 
-    assert [r.name for r in await repository.list_keys()] == ["older", "newer"]
+    assert [r.name for r in await repository.list_keys(limit=10)] == ["older", "newer"]
 
 
 async def test_revoke_is_idempotent_keeps_the_first_time_and_logs_one_event(
@@ -250,7 +250,7 @@ async def test_unmigrated_database_is_repository_unavailable(tmp_path: Path) -> 
     repository, engine = _repository_on(f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}")
     try:
         with pytest.raises(RepositoryUnavailable):
-            await repository.list_keys()
+            await repository.list_keys(limit=10)
     finally:
         await engine.dispose()
 

@@ -115,7 +115,7 @@ class LiveServer:
         return created
 
     def create_admin_key(self) -> str:
-        return str(self.create_key("live-admin", ["admin"])["key"])
+        return str(self.create_key("live-admin", ["admin", "read", "write"])["key"])
 
     # -- the server process -----------------------------------------------------------------
 
