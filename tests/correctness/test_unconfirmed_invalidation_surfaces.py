@@ -91,5 +91,5 @@ def test_cli_revoke_with_redis_unreachable_warns_and_succeeds(
     assert "Traceback" not in captured.err
 
     assert main(["keys", "list", "--json", "--config", str(config)]) == 0
-    listed = {row["prefix"]: row for row in json.loads(capsys.readouterr().out)}
+    listed = {row["prefix"]: row for row in json.loads(capsys.readouterr().out)["keys"]}
     assert listed[prefix]["revoked_at"] is not None
