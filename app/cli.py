@@ -1,17 +1,24 @@
 """``game-api``: the operator command line (serve, keys, cache, database).
 
 Every command takes ``--config PATH`` and honours the same environment variables as the service.
-Failures print one line to stderr and exit non-zero; a traceback is never an answer.
+Failures print one line to stderr and exit non-zero; a traceback is never an answer. A failure
+names what was tried (the database URL with its password masked, the config file) and what to
+do. Output cut short by its reader (``game-api keys list | head -1``) ends quietly with 141, as a
+tool killed by SIGPIPE would.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
+import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
 from typing import NoReturn, TypeVar
 
 from pydantic import BaseModel, TypeAdapter
@@ -19,7 +26,7 @@ from pydantic import BaseModel, TypeAdapter
 from app.api.schemas import CreatedKeyOut, KeyListOut, RevokedKeyOut, RotatedKeyOut
 from app.core.container import Container, build_container
 from app.core.resources import close_container_resources
-from app.domain.errors import GameApiError
+from app.domain.errors import GameApiError, RepositoryUnavailable
 from app.domain.keys import checked_prefix
 from app.domain.scopes import KNOWN_SCOPES
 from app.services.apikey_service import ApiKeyService, CreatedKey, utc_now
@@ -29,6 +36,8 @@ from configs import ConfigError, Settings, load_settings
 
 PROG = "game-api"
 BOOTSTRAP_ADMIN_NAME = "bootstrap-admin"
+MAX_PORT = 65_535
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process killed by SIGPIPE
 T = TypeVar("T")
 
 
@@ -54,7 +63,28 @@ def _run_with_service(settings: Settings, work: Callable[[ApiKeyService], Awaita
         finally:
             await close_container_resources(container)
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except RepositoryUnavailable as exc:
+        raise CommandError(
+            f"{exc.operator_message()} [database: {settings.database_url_for_display()}]"
+        ) from exc
+
+
+def _require_database(settings: Settings) -> None:
+    """Refuse to work on a SQLite file that does not exist rather than create an empty one.
+
+    Run from another folder, the default ``./game-api.db`` is a new, empty file: without this
+    check the command would create it and fail (or list nothing) without saying where it looked.
+    """
+    from app.db.revision import sqlite_file  # SQLAlchemy's URL parsing, only for SQLite
+
+    path = sqlite_file(settings.DATABASE_URL.get_secret_value())
+    if path is not None and not path.exists():
+        raise CommandError(
+            f"no database at {path.resolve()}: run `game-api db upgrade` first, or set "
+            "DATABASE_URL (or --config) to the service's database"
+        )
 
 
 def _print_json(model: BaseModel) -> None:
@@ -88,6 +118,7 @@ def _warn_unconfirmed(report: InvalidationReport) -> None:
 
 
 def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> None:
+    _require_database(settings)
     created = _run_with_service(
         settings, lambda service: service.create(args.name, args.scope, args.expires_in)
     )
@@ -98,6 +129,7 @@ def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_keys_list(settings: Settings, args: argparse.Namespace) -> None:
+    _require_database(settings)
     page = _run_with_service(
         settings,
         lambda service: service.list_keys(
@@ -124,14 +156,15 @@ def cmd_keys_list(settings: Settings, args: argparse.Namespace) -> None:
     header = ("PREFIX", "STATUS", "SCOPES", "EXPIRES", "NAME")
     widths = [max(len(row[column]) for row in [header, *rows]) for column in range(4)]
     for row in [header, *rows]:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[4]
-        )
+        # Every column two spaces from the next; the last (the free-text name) is not padded.
+        cells = [cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True)]
+        print("  ".join([*cells, row[4]]))
     if listing.next_cursor is not None:
         print(f"next: {listing.next_cursor}")
 
 
 def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> None:
+    _require_database(settings)
     prefix = checked_prefix(args.prefix)
     result = _run_with_service(settings, lambda service: service.revoke(prefix))
     if args.json:
@@ -144,6 +177,7 @@ def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> None:
+    _require_database(settings)
     prefix = checked_prefix(args.prefix)
     result = _run_with_service(settings, lambda service: service.rotate(prefix, args.grace))
     if args.json:
@@ -169,16 +203,65 @@ def cmd_cache_clear(settings: Settings, _args: argparse.Namespace) -> None:
 
 def cmd_db_upgrade(settings: Settings, _args: argparse.Namespace) -> None:
     _upgrade(settings)
-    print("database schema is up to date")
+
+
+def _failure_summary(exc: Exception, secret: str) -> str:
+    """An exception in a few words: the driver's own message, never the database password."""
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {reason[0][:200]}" if reason else type(exc).__name__
+    return text.replace(secret, "***") if secret else text
 
 
 def _upgrade(settings: Settings) -> None:
-    from app.db.migrate import upgrade_database  # Alembic is only needed here
+    """Apply the migrations, saying which database and what changed."""
+    from sqlalchemy.engine import make_url
 
+    from app.db.migrate import upgrade_database  # Alembic is only needed here
+    from app.db.revision import current_revision, migrations_between, sqlite_file
+
+    url = settings.DATABASE_URL.get_secret_value()
+    shown = settings.database_url_for_display()
+    print(f"database: {shown}")
+    path = sqlite_file(url)
+    if path is not None and not path.exists():
+        print(f"creating a new SQLite database at {path.resolve()}")
     try:
-        upgrade_database(settings.DATABASE_URL.get_secret_value())
+        before = current_revision(url)
+        upgrade_database(url)
+        after = current_revision(url)
+        applied = migrations_between(url, before, after)
     except Exception as exc:
-        raise CommandError(f"could not migrate the database ({type(exc).__name__})") from exc
+        summary = _failure_summary(exc, make_url(url).password or "")
+        raise CommandError(
+            f"could not migrate the database {shown} ({summary}): check DATABASE_URL and that "
+            "the database server is reachable"
+        ) from exc
+    if applied:
+        plural = "migration" if applied == 1 else "migrations"
+        print(f"applied {applied} {plural} (now at {after})")
+    else:
+        print(f"database schema already up to date ({after})")
+    sys.stdout.flush()
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail before migrating when gunicorn could not listen, and say why in plain words."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise CommandError(f"cannot resolve --host {host!r}: {exc.strerror}") from None
+    with socket.socket(family, kind, proto) as probe:
+        # As gunicorn does: a port left in TIME_WAIT by a stopped server is free to use.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise CommandError(
+                    f"port {port} on {host} is already in use: stop what listens there or "
+                    "choose another --port"
+                ) from None
+            raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 async def bootstrap_admin(service: ApiKeyService) -> CreatedKey | None:
@@ -197,6 +280,7 @@ async def bootstrap_admin(service: ApiKeyService) -> CreatedKey | None:
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
     from app.server import serve  # gunicorn is only needed here
 
+    _check_port_free(args.host, args.port)
     _upgrade(settings)
     if args.bootstrap_admin:
         created = _run_with_service(settings, bootstrap_admin)
@@ -231,6 +315,21 @@ def _non_negative(text: str) -> int:
     return _whole_number(text, 0)
 
 
+def _port(text: str) -> int:
+    """A TCP port, checked before anything runs (no migration for a port that cannot be)."""
+    value = _whole_number(text, 1)
+    if value > MAX_PORT:
+        raise argparse.ArgumentTypeError(f"must be a port between 1 and {MAX_PORT}: {text!r}")
+    return value
+
+
+def _version() -> str:
+    try:
+        return version("game-api")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 # Loggers whose DEBUG output carries SQL parameters, i.e. key digests.
 _PARAMETER_LOGGERS = ("aiosqlite", "sqlalchemy.engine", "sqlalchemy.pool")
 
@@ -257,13 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
     json_flag.add_argument("--json", action="store_true", help="machine-readable output")
 
     parser = _Parser(prog=PROG, description="Operate the game-api service.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     serve = commands.add_parser(
         "serve", parents=[common], help="apply migrations, then serve with gunicorn"
     )
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=_positive, default=8000)
+    serve.add_argument("--port", type=_port, default=8000)
     serve.add_argument("--workers", type=_positive, default=1)
     serve.add_argument(
         "--bootstrap-admin",
@@ -325,12 +425,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _silence_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null, so the interpreter's last flush at exit
+    does not fail again and print "Exception ignored ... BrokenPipeError"."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(args.config)
         configure_logging(settings.LOG_LEVEL if args.command == "serve" else "ERROR")
         args.handler(settings, args)
+        sys.stdout.flush()  # a reader that left early is noticed here, not at exit
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except (GameApiError, ConfigError) as exc:
         message = exc.operator_message() if isinstance(exc, GameApiError) else str(exc)
         print(f"{PROG}: error: {message}", file=sys.stderr)

@@ -15,7 +15,9 @@ from fastapi import FastAPI
 
 from app.api import bench_routes, health, keys, me
 from app.api.authentication import API_KEY_SCHEME_NAME, HEADER_NAME_STATE, KeyHeader
+from app.api.docs import install_docs
 from app.api.errors import register_error_handlers
+from app.api.openapi_document import complete_openapi
 from app.api.request_limits import RequestLimits, RequestLimitsMiddleware
 from app.api.worker_id import WorkerIdMiddleware
 from app.core.container import Container, build_container
@@ -47,12 +49,13 @@ def _openapi_with_key_scheme(app: FastAPI, header_name: str) -> Callable[[], dic
 
     Authenticated routes name the scheme in their ``security`` (``AuthenticatedRoute``); this
     declares it, so ``/docs`` has its "Authorize" button and sends the key where it belongs.
+    ``complete_openapi`` adds the answers no route declares itself (the edge's refusals).
     """
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = generate()
+            schema = complete_openapi(generate())
             schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
             schemes[API_KEY_SCHEME_NAME] = {
                 "type": "apiKey",
@@ -79,6 +82,9 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         summary="A game's public API, authenticated with API keys",
         version="0.1.0",
         lifespan=_lifespan(container),
+        # Served by install_docs with packaged assets: the defaults load them from a CDN.
+        docs_url=None,
+        redoc_url=None,
         # FastAPI's native OpenTelemetry hooks look up the global providers on every request
         # even when none is configured; this service exports no traces, so skip them.
         telemetry={"tracing": False, "metrics": False, "logs": False},
@@ -86,6 +92,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.state.container = container
     setattr(app.state, HEADER_NAME_STATE, KeyHeader.named(header_name))
     register_error_handlers(app)
+    install_docs(app)
     for router in (health.router, me.router, keys.router):
         app.include_router(router)
     if with_bench_routes:

@@ -15,10 +15,15 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from configs.config_file import masked_url, unknown_setting_in
+
 CONFIG_ENV_VAR = "GAME_API_CONFIG"
 CONFIG_DIR = Path(__file__).resolve().parent
 
 CacheBackendName = Literal["memory", "redis", "tiered"]
+
+# The async drivers the service is built on; a URL without one fails only when first used.
+DATABASE_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 
 
 class ConfigError(Exception):
@@ -97,6 +102,28 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _async_driver(cls, value: SecretStr) -> SecretStr:
+        """Name the fix at load time instead of a ``ModuleNotFoundError`` at first use."""
+        url = value.get_secret_value()
+        scheme, separator, rest = url.partition("://")
+        if separator and scheme in DATABASE_DRIVERS.values():
+            return value
+        dialect = scheme.split("+", 1)[0]
+        dialect = "postgresql" if dialect == "postgres" else dialect
+        if separator and dialect in DATABASE_DRIVERS:
+            raise ValueError(
+                f"{masked_url(url)} does not name the async driver: "
+                f"use {masked_url(f'{DATABASE_DRIVERS[dialect]}://{rest}')}"
+            )
+        shown = f"{masked_url(url)} is" if separator else "it is"  # not a URL: never echo it
+        raise ValueError(f"{shown} not a sqlite+aiosqlite:// or postgresql+asyncpg:// URL")
+
+    def database_url_for_display(self) -> str:
+        """The database URL with its password masked, for messages and logs."""
+        return masked_url(self.DATABASE_URL.get_secret_value())
+
     def cache_settings(self) -> dict[str, Any]:
         """The settings as plain values for the container's ``Configuration`` provider."""
         values = self.model_dump()
@@ -121,14 +148,23 @@ def config_file_path(explicit: str | os.PathLike[str] | None = None) -> Path | N
 def load_settings(config_file: str | os.PathLike[str] | None = None) -> Settings:
     """Load settings, turning validation errors into one line that names each bad setting."""
     path = config_file_path(config_file)
+    if path is not None:
+        try:
+            problem = unknown_setting_in(path, Settings.model_fields)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        if problem is not None:
+            raise ConfigError(problem)
     try:
         return Settings(_env_file=path)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            f"{'.'.join(str(part) for part in error['loc'])}: "
+            f"{error['msg'].removeprefix('Value error, ')}"
             for error in exc.errors()
         )
-        raise ConfigError(f"invalid settings: {problems}") from None
+        where = f" (config file {path})" if path is not None else ""
+        raise ConfigError(f"invalid settings{where}: {problems}") from None
 
 
 _loaded: Settings | None = None

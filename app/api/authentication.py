@@ -23,6 +23,7 @@ from fastapi.routing import APIRoute
 from starlette.requests import HTTPConnection
 from starlette.types import Receive, Scope, Send
 
+from app.api.error_schemas import error_response
 from app.core.container import Container
 from app.domain.errors import AmbiguousApiKeyHeader, InvalidApiKey, MissingScope
 from app.services.apikey_service import ApiKeyService, AuthenticatedKey
@@ -120,10 +121,10 @@ class AuthenticatedRoute(APIRoute):
             )
         self.required_scope: str = required
         responses = dict(kwargs.pop("responses", None) or {})
-        responses.setdefault(401, {"description": "Missing, malformed, unknown or revoked key"})
-        responses.setdefault(400, {"description": "The key header was sent more than once"})
+        responses.setdefault(401, error_response("Missing, malformed, unknown or revoked key"))
+        responses.setdefault(400, error_response("The key header was sent more than once"))
         if required != ANY_SCOPE:
-            responses.setdefault(403, {"description": f"The key lacks the {required!r} scope"})
+            responses.setdefault(403, error_response(f"The key lacks the {required!r} scope"))
         openapi_extra = dict(kwargs.pop("openapi_extra", None) or {})
         openapi_extra.setdefault("security", [{API_KEY_SCHEME_NAME: []}])
         super().__init__(path, endpoint, responses=responses, openapi_extra=openapi_extra, **kwargs)

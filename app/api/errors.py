@@ -2,6 +2,11 @@
 
 One handler for the service's own failures (``GameApiError`` knows its status and its public
 message), one for request validation and one for anything unexpected.
+
+A 422 has one shape whoever refused the body (``app/api/error_schemas.py``): a list of
+``{loc, msg, type}``. FastAPI's validation errors keep their ``loc`` (without the echoed input);
+the service's own refusals (``InvalidKeyRequest``) get ``loc: ["body", <field>]``, so a client
+finds the field at fault in one place either way.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from app.domain.errors import GameApiError
+from app.domain.errors import GameApiError, InvalidKeyRequest
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +30,17 @@ def _declares_a_body(request: Request) -> bool:
     return "transfer-encoding" in headers or headers.get("content-length", "0") != "0"
 
 
+def _service_validation_problem(exc: GameApiError) -> list[dict[str, object]]:
+    """The service's 422 in the validation shape: the field it names, its message."""
+    field = exc.field if isinstance(exc, InvalidKeyRequest) else None
+    location: list[object] = ["body"] if field is None else ["body", field]
+    return [{"loc": location, "msg": exc.public_detail(), "type": "value_error"}]
+
+
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, GameApiError)
+    if exc.status_code == 422:
+        return JSONResponse({"detail": _service_validation_problem(exc)}, status_code=422)
     headers = exc.response_headers() or {}
     if exc.status_code in _REFUSED_BEFORE_THE_BODY and _declares_a_body(request):
         # The route refused the caller before reading a byte of the body: close the

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Path, Query, Request, status
 
 from app.api.authentication import AuthenticatedRoute, caller_of, requires_scope
 from app.api.deps import ApiKeyServiceDep
+from app.api.error_schemas import VALIDATION_RESPONSE, Responses, error_response
 from app.api.schemas import (
     CreatedKeyOut,
     CreateKeyRequest,
@@ -23,10 +24,13 @@ from app.services.key_pages import DEFAULT_PAGE_SIZE, MAX_NAME_PREFIX_LENGTH, MA
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"], route_class=AuthenticatedRoute)
 
+NOT_FOUND: Responses = {404: error_response("No key has this prefix (a malformed prefix included)")}
+NOT_ACTIVE: Responses = {409: error_response("The key is revoked, expired or already rotated")}
+
 KeyPrefix = Annotated[str, Path(description="The public prefix, e.g. game_Ab3dE9xZ")]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=VALIDATION_RESPONSE)
 @requires_scope(ADMIN)
 async def create_key(
     request: Request, body: CreateKeyRequest, service: ApiKeyServiceDep
@@ -57,14 +61,18 @@ async def list_keys(
     return KeyListOut.of_page(page, utc_now())
 
 
-@router.post("/{prefix}/revoke")
+@router.post("/{prefix}/revoke", responses=NOT_FOUND)
 @requires_scope(ADMIN)
 async def revoke_key(prefix: KeyPrefix, service: ApiKeyServiceDep) -> RevokedKeyOut:
     result = await service.revoke(checked_prefix(prefix))
     return RevokedKeyOut.of_result(result, utc_now())
 
 
-@router.post("/{prefix}/rotate", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/{prefix}/rotate",
+    status_code=status.HTTP_201_CREATED,
+    responses={**NOT_FOUND, **NOT_ACTIVE, **VALIDATION_RESPONSE},
+)
 @requires_scope(ADMIN)
 async def rotate_key(
     prefix: KeyPrefix,

@@ -9,34 +9,81 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
+from app.domain.errors import InvalidKeyRequest
+from app.domain.scopes import KNOWN_SCOPES
 from app.repositories.base import ApiKeyRecord
 from app.services.apikey_service import (
+    MAX_EXPIRES_IN_SECONDS,
+    MAX_GRACE_SECONDS,
     AuthenticatedKey,
     CreatedKey,
     RevocationResult,
     RotationResult,
+    validate_scopes,
 )
 from app.services.cache_protocol import InvalidationReport, InvalidationScope
 from app.services.key_pages import KeyPage
 from app.services.revocation_finality import Finality
 
 
-class CreateKeyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def _known_scope(scope: str) -> str:
+    """The service's own check and words, so HTTP and CLI refuse a scope alike."""
+    try:
+        validate_scopes([scope])
+    except InvalidKeyRequest as exc:
+        raise PydanticCustomError("unknown_scope", str(exc)) from None
+    return scope
 
-    name: str = Field(min_length=1, max_length=100)
-    scopes: list[str] = Field(default_factory=list, max_length=10)
-    expires_in: int | None = Field(default=None, ge=1, description="Lifetime in seconds")
+
+Scope = Annotated[
+    str,
+    AfterValidator(_known_scope),
+    # An enum in the document, so /docs offers the scopes instead of a free "string".
+    WithJsonSchema({"type": "string", "enum": sorted(KNOWN_SCOPES)}),
+]
+
+
+class CreateKeyRequest(BaseModel):
+    # The examples are what /docs pre-fills: executed as they are, they create a key.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"name": "game-server", "scopes": ["read"], "expires_in": 86_400}]
+        },
+    )
+
+    name: str = Field(
+        min_length=1,
+        max_length=100,
+        description="Letters, digits, spaces or ._:@/-",
+        examples=["game-server"],
+    )
+    scopes: list[Scope] = Field(default_factory=list, max_length=10, examples=[["read"]])
+    expires_in: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_EXPIRES_IN_SECONDS,
+        description="Lifetime in seconds; no expiry when left out",
+        examples=[86_400],
+    )
 
 
 class RotateKeyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"grace_seconds": 3600}]}
+    )
 
     grace_seconds: int = Field(
-        default=0, ge=0, description="How long the old key keeps working after the rotation"
+        default=0,
+        ge=0,
+        le=MAX_GRACE_SECONDS,
+        description="How long the old key keeps working after the rotation",
+        examples=[3600],
     )
 
 

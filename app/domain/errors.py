@@ -119,10 +119,14 @@ class InvalidKeyRequest(GameApiError):
     """A create or rotate request with bad input; the message says which field and why.
 
     The message is built by the service from its own words, never from the input, so it is
-    safe to show.
+    safe to show. ``field`` names the body field at fault, for the HTTP answer's ``loc``.
     """
 
     status_code = 422
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
     def public_detail(self) -> str:
         return str(self)

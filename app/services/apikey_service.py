@@ -135,7 +135,8 @@ def validate_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
     unknown = [scope for scope in chosen if scope not in KNOWN_SCOPES]
     if unknown:
         raise InvalidKeyRequest(
-            f"unknown scope {unknown[0]!r}: expected one of {', '.join(sorted(KNOWN_SCOPES))}"
+            f"unknown scope {unknown[0]!r}: expected one of {', '.join(sorted(KNOWN_SCOPES))}",
+            field="scopes",
         )
     return chosen
 
@@ -403,14 +404,15 @@ class ApiKeyService:
         """
         if not _NAME_PATTERN.fullmatch(name):
             raise InvalidKeyRequest(
-                "name must be 1-100 characters of letters, digits, spaces or ._:@/-"
+                "name must be 1-100 characters of letters, digits, spaces or ._:@/-", field="name"
             )
         chosen_scopes = validate_scopes(scopes)
         expires_at = None
         if expires_in_seconds is not None:
             if not 0 < expires_in_seconds <= MAX_EXPIRES_IN_SECONDS:
                 raise InvalidKeyRequest(
-                    f"expires_in must be between 1 and {MAX_EXPIRES_IN_SECONDS} seconds"
+                    f"expires_in must be between 1 and {MAX_EXPIRES_IN_SECONDS} seconds",
+                    field="expires_in",
                 )
             expires_at = self._clock() + timedelta(seconds=expires_in_seconds)
         if issuer is not None:
