@@ -33,7 +33,8 @@ def _declares_a_body(request: Request) -> bool:
 def _service_validation_problem(exc: GameApiError) -> list[dict[str, object]]:
     """The service's 422 in the validation shape: the field it names, its message."""
     field = exc.field if isinstance(exc, InvalidKeyRequest) else None
-    location: list[object] = ["body"] if field is None else ["body", field]
+    where = exc.location if isinstance(exc, InvalidKeyRequest) else "body"
+    location: list[object] = [where] if field is None else [where, field]
     return [{"loc": location, "msg": exc.public_detail(), "type": "value_error"}]
 
 

@@ -123,6 +123,8 @@ class InvalidKeyRequest(GameApiError):
     """
 
     status_code = 422
+    location: ClassVar[str] = "body"
+    """Where the field at fault travels: the ``loc`` of the HTTP answer starts with it."""
 
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
@@ -185,3 +187,5 @@ class KeyPolicyViolation(InvalidKeyRequest):
 class InvalidListRequest(InvalidKeyRequest):
     """A listing request the service cannot answer: a page size out of range, a cursor it never
     issued (tampered, truncated, or from another listing), or a filter that is too long."""
+
+    location = "query"

@@ -46,7 +46,8 @@ def decode_cursor(cursor: str) -> KeyPosition:
     """The position a cursor names, or ``InvalidListRequest``: any string at all may arrive."""
     malformed = InvalidListRequest(
         "cursor is malformed: pass the next_cursor of a previous page unchanged, "
-        "or leave it out to start from the first key"
+        "or leave it out to start from the first key",
+        field="cursor",
     )
     if not cursor or len(cursor) > _MAX_CURSOR_LENGTH:
         raise malformed
@@ -73,7 +74,7 @@ def decode_cursor(cursor: str) -> KeyPosition:
 
 def check_page_size(limit: int) -> None:
     if not 1 <= limit <= MAX_PAGE_SIZE:
-        raise InvalidListRequest(f"limit must be between 1 and {MAX_PAGE_SIZE}")
+        raise InvalidListRequest(f"limit must be between 1 and {MAX_PAGE_SIZE}", field="limit")
 
 
 async def list_page(
@@ -87,7 +88,9 @@ async def list_page(
     """Read one page; one row more than asked tells whether another page follows."""
     check_page_size(limit)
     if name_prefix is not None and len(name_prefix) > MAX_NAME_PREFIX_LENGTH:
-        raise InvalidListRequest(f"name_prefix must be at most {MAX_NAME_PREFIX_LENGTH} characters")
+        raise InvalidListRequest(
+            f"name_prefix must be at most {MAX_NAME_PREFIX_LENGTH} characters", field="name_prefix"
+        )
     after = None if cursor is None else decode_cursor(cursor)
     records = await repository.list_keys(
         limit=limit + 1, after=after, active_at=active_at, name_prefix=name_prefix or None

@@ -35,17 +35,20 @@ def check_issuance(
     missing = sorted(frozenset(scopes) - held)
     if missing:
         raise KeyPolicyViolation(
-            f"a key can only grant scopes it holds: the calling key lacks {missing[0]!r}"
+            f"a key can only grant scopes it holds: the calling key lacks {missing[0]!r}",
+            field="scopes",
         )
     if issuer_expires_at is None:
         return
     if expires_at is None:
         raise KeyPolicyViolation(
             "the calling key expires, so the new key must expire too, no later than it: "
-            "give expires_in"
+            "give expires_in",
+            field="expires_in",
         )
     if expires_at > issuer_expires_at:
         raise KeyPolicyViolation(
             "the new key would outlive the calling key: expires_in must end no later than "
-            "the calling key's expiry"
+            "the calling key's expiry",
+            field="expires_in",
         )

@@ -101,7 +101,9 @@ async def test_a_malformed_cursor_is_422_with_a_clear_detail(api: Api, cursor: s
     response = await api.client.get("/v1/keys", headers=api.auth(), params={"cursor": cursor})
 
     assert response.status_code == 422
-    assert "cursor is malformed" in response.json()["detail"]
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["query", "cursor"]
+    assert error["msg"].startswith("cursor is malformed")
 
 
 async def test_the_active_filter_leaves_out_revoked_and_expired_keys(api: Api) -> None:
