@@ -76,6 +76,13 @@ class Container(containers.DeclarativeContainer):
         tiered=tiered_cache,
     )
 
+    apikey_records = providers.Singleton(
+        cache_factories.signed_records_beside,
+        cache=apikey_cache,
+        secret=config.APIKEY_CACHE_HMAC_SECRET,
+        previous_secrets=config.APIKEY_CACHE_HMAC_PREVIOUS_SECRETS,
+    )
+
     database_engine = providers.Singleton(
         build_engine, url=config.DATABASE_URL, timeout_seconds=config.DATABASE_TIMEOUT_SECONDS
     )
@@ -97,6 +104,7 @@ class Container(containers.DeclarativeContainer):
         negative_max_entries=config.APIKEY_NEGATIVE_MAX_ENTRIES,
         record_memo_max_entries=config.APIKEY_RECORD_MEMO_MAX_ENTRIES,
         metrics=metrics,
+        records=apikey_records,
     )
 
 

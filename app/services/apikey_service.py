@@ -8,10 +8,17 @@ Revocation path: commit in the repository first, then replace every cached copy 
 "revoked" tombstone. Because fills only add when nothing is cached, a request that read "active"
 just before the commit cannot write it back after the tombstone (the cache-aside race). A failed
 invalidation is never swallowed: it is logged, counted and reported to the caller.
+
+Redis is a cache, never an authority: a cached value only ever says "this digest is (not)
+active", and is used only when the record it leads to has that very digest. With a
+``SignedRecordCache`` (the ``redis`` and ``tiered`` backends) that record comes from Redis itself,
+authenticated by an HMAC bound to the digest, so any worker admits a cached key with its scopes
+and expiry checked even when the database is down; an unauthenticated record is a miss.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import re
 from collections.abc import Callable, Iterable
@@ -44,6 +51,7 @@ from app.services.cache_protocol import (
 )
 from app.services.metrics import CacheMetrics
 from app.services.negative_cache import NegativeCache
+from app.services.record_cache import SignedRecordCache
 from app.services.single_flight import SingleFlight
 
 logger = logging.getLogger(__name__)
@@ -128,9 +136,14 @@ class ApiKeyService:
         metrics: CacheMetrics | None = None,
         clock: Callable[[], datetime] = utc_now,
         key_generator: Callable[[], ParsedApiKey] = generate_api_key,
+        records: SignedRecordCache | None = None,
     ) -> None:
         self._cache = cache
         self._peek = cache.peek if isinstance(cache, ProcessLocalPeek) else None
+        # Authenticated records beside a shared cache's values. Without a process-local peek
+        # (the redis backend) the value and the record are read together in one round trip.
+        self._records = records
+        self._read_pair = records.read if records is not None and self._peek is None else None
         self._repository = repository
         self._cache_ttl = cache_ttl_seconds
         self._negative = NegativeCache(negative_ttl_seconds, negative_max_entries)
@@ -178,20 +191,15 @@ class ApiKeyService:
 
     async def _authenticate_well_formed(self, prefix: str, cache_key: str) -> AuthenticatedKey:
         """The cache, then the repository; at most one failed cache call (see cache_budget)."""
-        cached = await self._cache.get(cache_key)
+        cached, record = await self._read_cache(prefix, cache_key, load_by_prefix=True)
         if cached is not None and cached.apiKey == prefix:
-            self.metrics.cache_hits += 1
             if not cached.active:
+                # A tombstone wins over any record, even one that still says active.
+                self.metrics.cache_hits += 1
                 raise InvalidApiKey("revoked")
-            known = self._known_key(prefix)
-            record = (
-                known.record
-                if known is not None
-                else await self._prefix_lookups.run(prefix, lambda: self._load_by_prefix(prefix))
-            )
-            if record is None:
-                raise InvalidApiKey("unknown")
-            return self._admit(record)
+            if record is not None:
+                self.metrics.cache_hits += 1
+                return self._admit(record)
         self.metrics.cache_misses += 1
         lookup = await self._digest_lookups.run(
             cache_key, lambda: self._load_by_digest(cache_key, prefix)
@@ -201,6 +209,38 @@ class ApiKeyService:
         if not lookup.active:
             raise InvalidApiKey("revoked")
         return self._admit(lookup.record)
+
+    async def _read_cache(
+        self, prefix: str, cache_key: str, *, load_by_prefix: bool
+    ) -> tuple[SimpleNamespace | None, ApiKeyRecord | None]:
+        """The cached value and the record bound to ``cache_key`` it leads to, if any.
+
+        A value is only ever half an answer: the record must carry this very digest, or the
+        value is not used (anyone who can write to Redis can name any public prefix). The record
+        comes from, in order: the signed record read with the value (redis), this process's
+        memo, the signed record alone (tiered), or, with no signed records at all (memory), a
+        repository read by prefix. ``(value, None)`` means: not an answer, ask the database.
+        """
+        if self._read_pair is not None:
+            cached, signed = await self._read_pair(cache_key)
+            if cached is None or signed is None or signed.prefix != prefix:
+                return cached, None
+            return cached, signed
+        cached = await self._cache.get(cache_key)
+        if cached is None or cached.apiKey != prefix or not cached.active:
+            return cached, None
+        known = self._known_key(prefix)
+        if known is not None and _bound(known.record, cache_key):
+            return cached, known.record
+        record: ApiKeyRecord | None = None
+        if self._records is not None:
+            record = await self._records.read_record(cache_key)
+            if record is not None and record.prefix == prefix:
+                return cached, self._remember(record).record
+            return cached, None
+        if load_by_prefix:
+            record = await self._prefix_lookups.run(prefix, lambda: self._load_by_prefix(prefix))
+        return cached, record if record is not None and _bound(record, cache_key) else None
 
     def _admit_from_process_memory(self, prefix: str, cache_key: str) -> AuthenticatedKey | None:
         """The hit path of process-local caches: no await, no allocation, no budget.
@@ -216,7 +256,7 @@ class ApiKeyService:
         if known is None:
             return None
         record = known.record
-        if record.revoked_at is not None:
+        if not _bound(record, cache_key) or record.revoked_at is not None:
             return None
         if record.expires_at is not None and self._clock() >= record.expires_at:
             return None
@@ -243,11 +283,13 @@ class ApiKeyService:
         # Look again before the database, as mlcache does after taking its lock: a request whose
         # cache read missed just before another request's fill reaches here after that flight
         # has landed, and would otherwise make a second lookup for a key now cached.
-        cached = await self._cache.get(cache_key)
+        cached, known = await self._read_cache(prefix, cache_key, load_by_prefix=False)
         if cached is not None and cached.apiKey == prefix:
-            known = self._known_key(prefix)
+            if known is None and not cached.active:
+                memo = self._known_key(prefix)
+                known = memo.record if memo is not None and _bound(memo.record, cache_key) else None
             if known is not None:
-                return _Lookup(record=known.record, active=cached.active)
+                return _Lookup(record=known, active=cached.active)
         self.metrics.repository_lookups += 1
         negative_generation = self._negative.generation
         record = await self._repository.get_by_digest(cache_key)
@@ -257,7 +299,7 @@ class ApiKeyService:
         self._remember(record)
         active = record.is_active(self._clock())
         value = SimpleNamespace(apiKey=record.prefix, active=active)
-        if await self._cache.add(cache_key, value, self._fill_ttl(record)):
+        if await self._fill(cache_key, value, record):
             return _Lookup(record=record, active=active)
         # Something was cached while we read the database: a revocation tombstone wins over
         # what we read, since it may have been written after our read.
@@ -272,6 +314,18 @@ class ApiKeyService:
         if not current.active:
             return _Lookup(record=record, active=False)
         return _Lookup(record=record, active=active)
+
+    async def _fill(self, cache_key: str, value: SimpleNamespace, record: ApiKeyRecord) -> bool:
+        """Add the value (``SET NX``) and, with signed records, store the record beside it."""
+        ttl = self._fill_ttl(record)
+        records = self._records
+        if records is None:
+            return await self._cache.add(cache_key, value, ttl)
+        if self._read_pair is not None:
+            return await records.fill(cache_key, value, record, ttl)
+        stored = await self._cache.add(cache_key, value, ttl)
+        await records.store(cache_key, record, ttl)
+        return stored
 
     def _fill_ttl(self, record: ApiKeyRecord) -> int:
         """``min(configured TTL, whole seconds until the key expires)``; 0 means do not cache."""
@@ -423,6 +477,11 @@ class ApiKeyService:
 
     async def check_repository(self) -> None:
         await self._repository.ping()
+
+
+def _bound(record: ApiKeyRecord, cache_key: str) -> bool:
+    """Whether ``record`` is the record of the key whose digest is ``cache_key``."""
+    return hmac.compare_digest(record.digest, cache_key)
 
 
 def _describe(report: InvalidationReport) -> str:
