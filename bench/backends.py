@@ -26,6 +26,8 @@ from configs import Settings
 ALL_BACKENDS = ("memory", "redis", "tiered")
 BENCH_CACHE_TTL_SECONDS = 3_600
 """Long enough that no entry expires in the middle of a measurement and turns a hit into a miss."""
+# Signs the key records the Redis-backed backends keep; a benchmark-only value.
+BENCH_HMAC_SECRET = "bench-only-record-signing-secret"
 
 
 class BackendUnavailable(Exception):
@@ -49,6 +51,7 @@ def bench_settings(backend: str, redis_url: str, key_prefix: str, **overrides: A
         "APIKEY_CACHE_TTL_SECONDS": BENCH_CACHE_TTL_SECONDS,
         "APIKEY_CACHE_L1_TTL_SECONDS": BENCH_CACHE_TTL_SECONDS,
         "LOG_LEVEL": "WARNING",
+        "APIKEY_CACHE_HMAC_SECRET": BENCH_HMAC_SECRET,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

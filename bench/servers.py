@@ -33,6 +33,7 @@ def server_settings(backend: str, redis_url: str, key_prefix: str, **extra: Any)
         "REDIS_URL": redis_url,
         "APIKEY_CACHE_REDIS_KEY_PREFIX": key_prefix,
         "EXPOSE_WORKER_ID": "false",
+        "APIKEY_CACHE_HMAC_SECRET": "bench-only-record-signing-secret",
     }
     for name, value in extra.items():
         settings[name] = str(value).lower() if isinstance(value, bool) else str(value)

@@ -21,6 +21,7 @@ CONFIG_ENV_VAR = "GAME_API_CONFIG"
 CONFIG_DIR = Path(__file__).resolve().parent
 
 CacheBackendName = Literal["memory", "redis", "tiered"]
+MIN_HMAC_SECRET_BYTES = 16
 
 # The async drivers the service is built on; a URL without one fails only when first used.
 DATABASE_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
@@ -40,6 +41,11 @@ class Settings(BaseSettings):
     APIKEY_CACHE_BACKEND: CacheBackendName = "memory"
     REDIS_URL: SecretStr | None = None
     APIKEY_CACHE_REDIS_KEY_PREFIX: str = Field(default="game:apikey:", min_length=1)
+    # Signs the key records the service keeps in Redis (HMAC-SHA256): Redis is a cache, never an
+    # authority. Required with a Redis-backed cache; the previous secrets (comma-separated) are
+    # still accepted when verifying, for a rotation window, but never used to sign.
+    APIKEY_CACHE_HMAC_SECRET: SecretStr | None = None
+    APIKEY_CACHE_HMAC_PREVIOUS_SECRETS: SecretStr | None = None
     APIKEY_CACHE_TTL_SECONDS: int = Field(default=60, ge=0, le=86_400)
     APIKEY_CACHE_MAX_ENTRIES: int = Field(default=100_000, ge=1)
     APIKEY_RECORD_MEMO_MAX_ENTRIES: int = Field(default=100_000, ge=1)
@@ -123,6 +129,39 @@ class Settings(BaseSettings):
     def database_url_for_display(self) -> str:
         """The database URL with its password masked, for messages and logs."""
         return masked_url(self.DATABASE_URL.get_secret_value())
+
+    @field_validator(
+        "APIKEY_CACHE_HMAC_SECRET", "APIKEY_CACHE_HMAC_PREVIOUS_SECRETS", mode="before"
+    )
+    @classmethod
+    def _empty_secret_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("APIKEY_CACHE_HMAC_SECRET", "APIKEY_CACHE_HMAC_PREVIOUS_SECRETS")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        """A short secret can be guessed offline from any one record read out of Redis."""
+        if value is not None:
+            parts = [part.strip() for part in value.get_secret_value().split(",")]
+            if any(len(part.encode("utf-8")) < MIN_HMAC_SECRET_BYTES for part in parts if part):
+                raise ValueError(f"each secret must be at least {MIN_HMAC_SECRET_BYTES} bytes")
+        return value
+
+    @model_validator(mode="after")
+    def _redis_cache_needs_a_secret(self) -> Settings:
+        """Refuse to start a Redis-backed cache that would trust whatever Redis says."""
+        if (
+            self.APIKEY_CACHE_BACKEND in ("redis", "tiered")
+            and self.REDIS_URL is not None
+            and self.APIKEY_CACHE_HMAC_SECRET is None
+        ):
+            raise ValueError(
+                "APIKEY_CACHE_HMAC_SECRET must be set when APIKEY_CACHE_BACKEND is "
+                f"{self.APIKEY_CACHE_BACKEND} (it authenticates the key records kept in Redis)"
+            )
+        return self
 
     def cache_settings(self) -> dict[str, Any]:
         """The settings as plain values for the container's ``Configuration`` provider."""

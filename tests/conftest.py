@@ -25,6 +25,7 @@ __all__ = ["containers"]  # a fixture shared by the container tests
 IN_CI = bool(os.environ.get("CI"))
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_TEST_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+TEST_HMAC_SECRET = "test-suite-record-signing-secret"
 
 
 def unavailable(reason: str) -> None:
@@ -50,6 +51,9 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test inherits the developer's config file or cache settings."""
     for name in ("GAME_API_CONFIG", "APIKEY_CACHE_BACKEND", "REDIS_URL", "DATABASE_URL"):
         monkeypatch.delenv(name, raising=False)
+    # A Redis-backed cache needs a record-signing secret; the tests' own, as a deployment's.
+    monkeypatch.delenv("APIKEY_CACHE_HMAC_PREVIOUS_SECRETS", raising=False)
+    monkeypatch.setenv("APIKEY_CACHE_HMAC_SECRET", TEST_HMAC_SECRET)
 
 
 @pytest.fixture(scope="session")

@@ -76,6 +76,13 @@ class Container(containers.DeclarativeContainer):
         tiered=tiered_cache,
     )
 
+    apikey_records = providers.Singleton(
+        cache_factories.signed_records_beside,
+        cache=apikey_cache,
+        secret=config.APIKEY_CACHE_HMAC_SECRET,
+        previous_secrets=config.APIKEY_CACHE_HMAC_PREVIOUS_SECRETS,
+    )
+
     database_engine = providers.Singleton(
         build_engine, url=config.DATABASE_URL, timeout_seconds=config.DATABASE_TIMEOUT_SECONDS
     )
@@ -107,6 +114,7 @@ class Container(containers.DeclarativeContainer):
         poll_interval_seconds=config.APIKEY_REVOCATION_POLL_SECONDS,
         lease_seconds=config.APIKEY_LEASE_SECONDS,
         finality_timeout_seconds=config.APIKEY_REVOCATION_TIMEOUT_SECONDS,
+        records=apikey_records,
     )
 
 

@@ -11,10 +11,17 @@ cache-aside race). Then wait until the revocation is final everywhere (``revocat
 every serving process applies the event log and keeps local copies only under a lease
 (``revocation_log``), so a revocation reaches every worker of every host even when the cache
 cannot carry it. A failed invalidation is never swallowed: it is logged, counted and reported.
+
+Redis is a cache, never an authority: a cached value only ever says "this digest is (not)
+active", and is used only when the record it leads to has that very digest. With a
+``SignedRecordCache`` (the ``redis`` and ``tiered`` backends) that record comes from Redis itself,
+authenticated by an HMAC bound to the digest, so any worker admits a cached key with its scopes
+and expiry checked even when the database is down; an unauthenticated record is a miss.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import re
@@ -63,6 +70,7 @@ from app.services.key_pages import DEFAULT_PAGE_SIZE, KeyPage, list_page
 from app.services.key_policy import check_issuance
 from app.services.metrics import CacheMetrics
 from app.services.negative_cache import NegativeCache
+from app.services.record_cache import SignedRecordCache
 from app.services.revocation_finality import Finality, FinalityNeeds, await_finality
 from app.services.revocation_log import RevocationFollower
 from app.services.single_flight import SingleFlight
@@ -160,6 +168,7 @@ class ApiKeyService:
         poll_interval_seconds: float = 1.0,
         lease_seconds: float = 10.0,
         finality_timeout_seconds: float = 15.0,
+        records: SignedRecordCache | None = None,
     ) -> None:
         """Without ``event_log`` the service is alone (unit tests, tools): nobody else can
         revoke behind its back, so its local copies need no lease."""
@@ -189,6 +198,10 @@ class ApiKeyService:
                 lease_seconds=lease_seconds,
                 wall_clock=clock,
             )
+        # Authenticated records beside a shared cache's values. Without a process-local peek
+        # (the redis backend) the value and the record are read together in one round trip.
+        self._records = records
+        self._read_pair = records.read if records is not None and self._peek is None else None
         self._repository = repository
         self._cache_ttl = cache_ttl_seconds
         self._negative = NegativeCache(negative_ttl_seconds, negative_max_entries)
@@ -271,20 +284,15 @@ class ApiKeyService:
         if follower is not None and follower.lease_until <= _monotonic():
             # Not (or no longer) following the log: start, and give the first poll a moment.
             await follower.wait_first_poll(_FIRST_POLL_WAIT_SECONDS)
-        cached = await self._cached(cache_key)
+        cached, record = await self._read_cache(prefix, cache_key, load_by_prefix=True)
         if cached is not None and cached.apiKey == prefix:
-            self.metrics.cache_hits += 1
             if not cached.active or self._recently_revoked.get(cache_key) is not None:
+                # A tombstone (or a revocation this process applied) wins over any record.
+                self.metrics.cache_hits += 1
                 raise InvalidApiKey("revoked")
-            known = self._known_record(prefix)
-            record = (
-                known.record
-                if known is not None
-                else await self._prefix_lookups.run(prefix, lambda: self._load_by_prefix(prefix))
-            )
-            if record is None:
-                raise InvalidApiKey("unknown")
-            return self._admit(record)
+            if record is not None:
+                self.metrics.cache_hits += 1
+                return self._admit(record)
         self.metrics.cache_misses += 1
         lookup = await self._digest_lookups.run(
             cache_key, lambda: self._load_by_digest(cache_key, prefix)
@@ -294,6 +302,38 @@ class ApiKeyService:
         if not lookup.active:
             raise InvalidApiKey("revoked")
         return self._admit(lookup.record)
+
+    async def _read_cache(
+        self, prefix: str, cache_key: str, *, load_by_prefix: bool
+    ) -> tuple[SimpleNamespace | None, ApiKeyRecord | None]:
+        """The cached value and the record bound to ``cache_key`` it leads to, if any.
+
+        A value is only ever half an answer: the record must carry this very digest, or the
+        value is not used (anyone who can write to Redis can name any public prefix). The record
+        comes from, in order: the signed record read with the value (redis), this process's
+        memo, the signed record alone (tiered), or, with no signed records at all (memory), a
+        repository read by prefix. ``(value, None)`` means: not an answer, ask the database.
+        """
+        if self._read_pair is not None:
+            cached, signed = await self._read_pair(cache_key)
+            if cached is None or signed is None or signed.prefix != prefix:
+                return cached, None
+            return cached, signed
+        cached = await self._cached(cache_key)
+        if cached is None or cached.apiKey != prefix or not cached.active:
+            return cached, None
+        known = self._known_record(prefix)
+        if known is not None and _bound(known.record, cache_key):
+            return cached, known.record
+        record: ApiKeyRecord | None = None
+        if self._records is not None:
+            record = await self._records.read_record(cache_key)
+            if record is not None and record.prefix == prefix:
+                return cached, self._remember(record).record
+            return cached, None
+        if load_by_prefix:
+            record = await self._prefix_lookups.run(prefix, lambda: self._load_by_prefix(prefix))
+        return cached, record if record is not None and _bound(record, cache_key) else None
 
     def _admit_from_process_memory(self, prefix: str, cache_key: str) -> AuthenticatedKey | None:
         """The hit path of process-local caches: no await, no allocation, no budget.
@@ -312,7 +352,7 @@ class ApiKeyService:
         if known is None:
             return None
         record = known.record
-        if record.revoked_at is not None:
+        if not _bound(record, cache_key) or record.revoked_at is not None:
             return None
         if record.expires_at is not None and self._clock() >= record.expires_at:
             return None
@@ -339,11 +379,13 @@ class ApiKeyService:
         # Look again before the database, as mlcache does after taking its lock: a request whose
         # cache read missed just before another request's fill reaches here after that flight
         # has landed, and would otherwise make a second lookup for a key now cached.
-        cached = await self._cached(cache_key)
+        cached, known = await self._read_cache(prefix, cache_key, load_by_prefix=False)
         if cached is not None and cached.apiKey == prefix:
-            known = self._known_record(prefix)
+            if known is None and not cached.active:
+                memo = self._known_record(prefix)
+                known = memo.record if memo is not None and _bound(memo.record, cache_key) else None
             if known is not None:
-                return _Lookup(record=known.record, active=cached.active)
+                return _Lookup(record=known, active=cached.active)
         self.metrics.repository_lookups += 1
         negative_generation = self._negative.generation
         record = await self._repository.get_by_digest(cache_key)
@@ -353,7 +395,7 @@ class ApiKeyService:
         self._remember(record)
         active = record.is_active(self._clock())
         value = SimpleNamespace(apiKey=record.prefix, active=active)
-        if await self._cache.add(cache_key, value, self._fill_ttl(record)):
+        if await self._fill(cache_key, value, record):
             return _Lookup(record=record, active=active)
         # Something was cached while we read the database: a revocation tombstone wins over
         # what we read, since it may have been written after our read.
@@ -368,6 +410,19 @@ class ApiKeyService:
         if not current.active:
             return _Lookup(record=record, active=False)
         return _Lookup(record=record, active=active)
+
+    async def _fill(self, cache_key: str, value: SimpleNamespace, record: ApiKeyRecord) -> bool:
+        """Add the value (``SET NX``) and, with signed records, store the record beside it."""
+        ttl = self._fill_ttl(record)
+        records = self._records
+        if records is None:
+            return await self._cache.add(cache_key, value, ttl)
+        if self._read_pair is not None:
+            return await records.fill(cache_key, value, record, ttl)
+        stored = await self._cache.add(cache_key, value, ttl)
+        if stored:  # never beside a value someone else wrote (a rotation's, say)
+            await records.store(cache_key, record, ttl)
+        return stored
 
     def _fill_ttl(self, record: ApiKeyRecord) -> int:
         """``min(configured TTL, whole seconds until the key expires)``; 0 means do not cache."""
@@ -600,11 +655,12 @@ class ApiKeyService:
 
     async def _write_shared_tombstone(self, event: KeyEvent) -> None:
         assert isinstance(self._cache, SharedTombstones)
-        replacement = (
-            SimpleNamespace(apiKey=event.prefix, active=False) if event.kind == "revoked" else None
-        )
         try:
-            await self._cache.write_tombstone(event.digest, replacement, self._cache_ttl)
+            if event.kind == "revoked":
+                tombstone = SimpleNamespace(apiKey=event.prefix, active=False)
+                await self._cache.write_tombstone(event.digest, tombstone, self._cache_ttl)
+            else:
+                await self._refill_from_database(event)
         except Exception as exc:
             if event.id not in self._pending_shared:
                 logger.warning(
@@ -618,6 +674,19 @@ class ApiKeyService:
             return
         self._pending_shared.pop(event.id, None)
         await self._mark_shared_done(event.id)
+
+    async def _refill_from_database(self, event: KeyEvent) -> None:
+        """After a rotation: the shared value and record as the database now says."""
+        assert isinstance(self._cache, SharedTombstones)
+        record = await self._repository.get_by_prefix(event.prefix)
+        if record is None:
+            return
+        active = record.is_active(self._clock())
+        ttl = self._fill_ttl(record) if active else self._cache_ttl
+        value = SimpleNamespace(apiKey=record.prefix, active=active) if ttl > 0 else None
+        await self._cache.write_tombstone(event.digest, value, ttl)
+        if self._records is not None and active:
+            await self._records.replace(event.digest, record, ttl)
 
     async def _mark_shared_done(self, event_id: int) -> None:
         if self._event_log is None or event_id <= 0:
@@ -672,6 +741,9 @@ class ApiKeyService:
             report = await self._cache.invalidate(
                 record.digest, replacement if ttl_seconds > 0 else None, ttl_seconds
             )
+            if self._records is not None and replacement.active:
+                # The record beside the value must narrow with it (a rotation's new expiry).
+                await self._records.replace(record.digest, record, ttl_seconds)
         except Exception as exc:
             self.metrics.invalidation_failures += 1
             logger.error(
@@ -702,6 +774,11 @@ class ApiKeyService:
 
     async def check_repository(self) -> None:
         await self._repository.ping()
+
+
+def _bound(record: ApiKeyRecord, cache_key: str) -> bool:
+    """Whether ``record`` is the record of the key whose digest is ``cache_key``."""
+    return hmac.compare_digest(record.digest, cache_key)
 
 
 def _describe(report: InvalidationReport) -> str:

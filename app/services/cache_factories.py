@@ -7,6 +7,8 @@
 * ``tiered_cache`` — an L1 per process over the guarded Redis backend, with the invalidation
   listener wired to the L1 (the listener knows nothing of the cache; these callbacks are the
   only link).
+* ``signed_records_beside`` — the authenticated record store beside a Redis-backed cache (none
+  for the memory backend), sharing that cache's client, key prefix and circuit breaker.
 * ``shared_cache_or_memory`` — the documented fallback: a shared backend asked for without a
   Redis URL gives the memory backend and one warning.
 """
@@ -26,6 +28,7 @@ from app.services.invalidation_listener import InvalidationListener, Publish
 from app.services.local_tier import LocalTier
 from app.services.memory_cache_backend import InMemoryApiKeyCacheBackend
 from app.services.metrics import CacheMetrics
+from app.services.record_cache import SignedRecordCache
 from app.services.redis_cache_backend import DEFAULT_KEY_PREFIX, RedisApiKeyCacheBackend
 from app.services.tiered_cache_backend import (
     INVALIDATION_CHANNEL_SUFFIX,
@@ -147,3 +150,41 @@ def shared_cache_or_memory(
         )
         return memory()
     return shared(client)
+
+
+def split_secrets(secrets: str | None) -> tuple[bytes, ...]:
+    """``"a,b"`` → ``(b"a", b"b")``; blanks are ignored (an empty setting means none)."""
+    if not secrets:
+        return ()
+    return tuple(part.strip().encode("utf-8") for part in secrets.split(",") if part.strip())
+
+
+def signed_records_beside(
+    cache: CoherentCacheBackend,
+    *,
+    secret: str | None,
+    previous_secrets: str | None = None,
+) -> SignedRecordCache | None:
+    """The signed record store for a cache that lives in Redis; ``None`` for the memory one.
+
+    Redis-backed caches must have a secret: without one, Redis would be trusted with the
+    scopes of every key, which is exactly what this store exists to prevent.
+    """
+    if isinstance(cache, TieredApiKeyCacheBackend):
+        guard = cache.shared
+    elif isinstance(cache, CircuitBreakingCacheBackend):
+        guard = cache
+    else:
+        return None
+    l2 = guard.inner
+    if not isinstance(l2, RedisApiKeyCacheBackend):
+        return None
+    if not secret:
+        raise ValueError("a Redis-backed API-key cache needs APIKEY_CACHE_HMAC_SECRET")
+    return SignedRecordCache(
+        guard,
+        l2.client,
+        l2.key_prefix,
+        secret=secret.encode("utf-8"),
+        previous_secrets=split_secrets(previous_secrets),
+    )
