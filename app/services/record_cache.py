@@ -242,15 +242,17 @@ class SignedRecordCache:
         not leave its older record beside the value the rotation wrote (``WATCH`` on the
         value, then ``MULTI``/``EXEC``; any write to the value meanwhile aborts the fill)."""
         sealed = self.seal(cache_key, record, ttl_seconds)
-        value_key = self.value_key(cache_key)
+        value_key, encoded = self.value_key(cache_key), encode_value(value)
         async with self._client.pipeline(transaction=True) as pipe:
             await pipe.watch(value_key)
-            if await pipe.exists(value_key):
-                await pipe.unwatch()
-                return False
-            pipe.multi()
-            pipe.set(value_key, encode_value(value), ex=ttl_seconds, nx=True)
-            pipe.set(self.record_key(cache_key), sealed, ex=ttl_seconds)
+            current = await pipe.get(value_key)
+            if current is not None and current != encoded:
+                await pipe.unwatch()  # type: ignore[no-untyped-call]
+                return False  # a tombstone, or another key's value: not ours to add to
+            pipe.multi()  # type: ignore[no-untyped-call]
+            pipe.set(value_key, encoded, ex=ttl_seconds, nx=True)
+            # NX: a record written meanwhile (by a rotation) is newer than ours.
+            pipe.set(self.record_key(cache_key), sealed, ex=ttl_seconds, nx=True)
             try:
                 stored, _ = await pipe.execute()
             except WatchError:
