@@ -114,7 +114,8 @@ def report(
     admits = admitted_after(samples, "victim", since)
     print(
         f"\n[{backend:6} {scenario.value:18}] revoke={outcome.status} "
-        f"latency={outcome.latency:.3f}s error={outcome.error!r}\n"
+        f"latency={outcome.latency:.3f}s error={outcome.error!r} "
+        f"reference=+{since - (outcome.returned_at - outcome.latency):.3f}s after sending it\n"
         f"    cache_invalidation={json.dumps(outcome.cache_invalidation)}\n"
         f"    admitted-after={len(admits)} "
         f"(by host/worker: {sorted({(s.host, s.worker) for s in admits})})\n"
@@ -179,4 +180,6 @@ def test_no_request_is_admitted_after_revoke_returns(
                 problems.append(f"the valid key got 401 on host {host.name}")
             if not statuses <= allowed:
                 problems.append(f"the valid key got {sorted(statuses)} on host {host.name}")
+            if host.has_source_of_truth(backend) and 200 not in statuses:
+                problems.append(f"the valid key was never admitted on host {host.name}")
         assert not problems, "\n".join(problems)

@@ -286,7 +286,7 @@ class RevokeOutcome:
 
     @property
     def timed_out(self) -> bool:
-        return self.error is not None and "timeout" in self.error.lower()
+        return self.error is not None and "timed out" in self.error.lower()
 
     @property
     def cache_invalidation(self) -> Any:
@@ -294,24 +294,35 @@ class RevokeOutcome:
 
 
 def revoke_over_http(host: Host, prefix: str, timeout: float) -> RevokeOutcome:
-    """POST /v1/keys/{prefix}/revoke on ``host`` as an operator's client would, giving up after
-    ``timeout`` seconds (the server goes on with the revoke: giving up is not cancelling)."""
+    """POST /v1/keys/{prefix}/revoke on ``host`` as an operator's client would, giving up (and
+    closing the connection) once ``timeout`` seconds have passed in all: a total deadline,
+    where an HTTP client's timeouts bound each read. Giving up is not cancelling: the server
+    goes on with the revoke."""
     started = time.monotonic()
+    deadline = started + timeout
+    connection = http.client.HTTPConnection("127.0.0.1", host.port, timeout=timeout)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{host.port}", timeout=timeout) as client:
-            response = client.post(
-                f"/v1/keys/{prefix}/revoke",
-                headers={"X-API-Key": host.admin_key, "Connection": "close"},
-            )
-    except httpx.TransportError as exc:
+        connection.request(
+            "POST",
+            f"/v1/keys/{prefix}/revoke",
+            headers={"X-API-Key": host.admin_key, "Connection": "close"},
+        )
+        if connection.sock is not None:
+            connection.sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        response = connection.getresponse()
+        raw = response.read()
+        status = response.status
+    except (OSError, http.client.HTTPException) as exc:
         now = time.monotonic()
         return RevokeOutcome(None, None, now - started, now, f"{type(exc).__name__}: {exc}")
+    finally:
+        connection.close()
     now = time.monotonic()
     try:
-        body: dict[str, Any] | None = response.json()
+        body: dict[str, Any] | None = json.loads(raw)
     except ValueError:
-        body = {"text": response.text}
-    return RevokeOutcome(response.status_code, body, now - started, now)
+        body = {"text": raw.decode(errors="replace")}
+    return RevokeOutcome(status, body, now - started, now)
 
 
 def wait_until_listed_revoked(host: Host, prefix: str, timeout: float = 30.0) -> float:
