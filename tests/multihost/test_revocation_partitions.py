@@ -48,7 +48,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 BACKENDS = ("memory", "redis", "tiered")
 REVOKE_TIMEOUT = 15.0  # a revoke may wait on a partitioned store; it must still answer
 # The client of the "revoke times out" case gives up long before the server is done.
-IMPATIENT_CLIENT_TIMEOUT = 0.05
+IMPATIENT_CLIENT_TIMEOUT = 0.01
 PROBE_SECONDS = 2.5  # probing after the reference point (after the thaw, when frozen)
 COVERAGE_DEADLINE = 15.0  # ... and until every reachable worker answered, at most this long
 
