@@ -55,6 +55,8 @@ from tests.support.tcp_proxy import ProxyState, ThreadedTcpProxy
 WORKERS_PER_HOST = 2
 # Longer than any probing window of a test, so a stale cached copy is still there to be found:
 # an admit after the revoke then shows a missed invalidation, never an entry that expired.
+LEASE_SECONDS = 3
+POLL_MS = 250
 CACHE_TTL_SECONDS = 60
 
 
@@ -146,6 +148,10 @@ class Host:
             "APIKEY_CACHE_REDIS_KEY_PREFIX": key_prefix,
             "APIKEY_CACHE_TTL_SECONDS": str(CACHE_TTL_SECONDS),
             "APIKEY_CACHE_L1_TTL_SECONDS": str(CACHE_TTL_SECONDS),
+            # A short lease keeps the cases that must wait for one (a frozen or cut-off
+            # member) quick; the mechanism is the same at the default.
+            "APIKEY_LEASE_SECONDS": str(LEASE_SECONDS),
+            "APIKEY_REVOCATION_POLL_MS": str(POLL_MS),
         }
         env.update(extra_env or {})
         self.server = LiveServer(env, workers=workers)
@@ -265,7 +271,7 @@ def running_cluster(postgres_server_url: str) -> Iterator[Cluster]:
     redis.start()
     try:
         with temporary_postgres_database(postgres_server_url) as database_url:
-            admin = create_key_with_cli(database_url, "multihost-admin", ["admin"])
+            admin = create_key_with_cli(database_url, "multihost-admin", ["admin", "read", "write"])
             yield Cluster(redis=redis, database_url=database_url, admin_key=admin)
     finally:
         redis.close()
