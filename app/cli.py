@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -17,7 +16,9 @@ from typing import NoReturn, TypeVar
 from pydantic import BaseModel, TypeAdapter
 
 from app.api.schemas import CreatedKeyOut, KeyListOut, RevokedKeyOut, RotatedKeyOut
+from app.core import log_setup
 from app.core.container import Container, build_container
+from app.core.log_setup import LogFormat
 from app.core.resources import close_container_resources
 from app.domain.errors import GameApiError
 from app.domain.keys import checked_prefix
@@ -216,21 +217,9 @@ def _non_negative(text: str) -> int:
     return _whole_number(text, 0)
 
 
-# Loggers whose DEBUG output carries SQL parameters, i.e. key digests.
-_PARAMETER_LOGGERS = ("aiosqlite", "sqlalchemy.engine", "sqlalchemy.pool")
-
-
-def configure_logging(level: str) -> None:
-    """Log to stderr at ``level``, but never let a driver log statement parameters."""
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for name in _PARAMETER_LOGGERS:
-        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger(name).level))
-    # Alembic announces each of its plugins at INFO on every start: noise for an operator.
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+def configure_logging(level: str, log_format: LogFormat = "console") -> None:
+    """Log to stderr at ``level`` in ``log_format``; never a driver's statement parameters."""
+    log_setup.configure_logging(level, log_format)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -301,7 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(args.config)
-        configure_logging(settings.LOG_LEVEL if args.command == "serve" else "ERROR")
+        configure_logging(
+            settings.LOG_LEVEL if args.command == "serve" else "ERROR", settings.LOG_FORMAT
+        )
         args.handler(settings, args)
     except (GameApiError, ConfigError) as exc:
         message = exc.operator_message() if isinstance(exc, GameApiError) else str(exc)
