@@ -384,7 +384,7 @@ def attach_database(telemetry: Telemetry, engine: AsyncEngine) -> None:
 
     event.listen(sync_engine, "before_cursor_execute", before)
     event.listen(sync_engine, "after_cursor_execute", after)
-    sync_engine._game_api_timed = True  # type: ignore[attr-defined]
+    sync_engine._game_api_timed = True
 
 
 def metrics_endpoint(telemetry: Telemetry) -> Callable[[Request], Awaitable[Response]]:
