@@ -27,7 +27,6 @@ from app.core.runtime_info import startup_facts
 from configs import Settings, load_settings
 
 logger = logging.getLogger(__name__)
-startup_log = structlog.get_logger("game_api.startup")
 
 WIRED_MODULES = ["app.api.authentication", "app.api.deps", "app.api.health", "app.api.keys"]
 BENCH_MODULES = ["app.api.bench_routes"]
@@ -38,7 +37,7 @@ def _lifespan(container: Container) -> Callable[[FastAPI], Any]:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Resolving the cache here (inside startup_facts) makes a backend fallback's warning
         # appear when the worker starts, not at its first request.
-        startup_log.info("startup", **startup_facts(container))
+        structlog.get_logger("game_api.startup").info("startup", **startup_facts(container))
         telemetry: Telemetry | None = app.state.telemetry
         if telemetry is not None:
             attach_telemetry(telemetry, container)

@@ -81,7 +81,8 @@ def formatter(log_format: LogFormat) -> structlog.stdlib.ProcessorFormatter:
     )
 
 
-def _configure_structlog() -> None:
+def configure_structlog() -> None:
+    """structlog hands its events to ``logging`` (rendered by ``formatter``), loggers cached."""
     structlog.configure(
         processors=[
             *_shared_processors(),
@@ -131,6 +132,6 @@ def gunicorn_logconfig(level: str, log_format: LogFormat) -> dict[str, Any]:
 
 def configure_logging(level: str, log_format: LogFormat = "console") -> None:
     """Log to stderr at ``level`` in ``log_format``; driver parameters never logged."""
-    _configure_structlog()
+    configure_structlog()
     logging.config.dictConfig(logging_dict(level, log_format))
     sys.stderr.flush()
