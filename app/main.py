@@ -22,6 +22,7 @@ from app.api.request_telemetry import RequestTelemetryMiddleware
 from app.api.telemetry import METRICS_PATH, Telemetry, attach_telemetry, metrics_endpoint
 from app.api.worker_id import WorkerIdMiddleware
 from app.core.container import Container, build_container
+from app.core.log_setup import flush_access_log
 from app.core.resources import close_container_resources
 from app.core.runtime_info import startup_facts
 from configs import Settings, load_settings
@@ -44,6 +45,7 @@ def _lifespan(container: Container) -> Callable[[FastAPI], Any]:
         try:
             yield
         finally:
+            flush_access_log()
             await close_container_resources(container)
 
     return lifespan
@@ -109,7 +111,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         RequestLimitsMiddleware, limits=RequestLimits.from_settings(container.config())
     )
     app.add_middleware(
-        RequestTelemetryMiddleware, telemetry=telemetry, access_log=container.config.ACCESS_LOG()
+        RequestTelemetryMiddleware, telemetry=telemetry, access_log_on=container.config.ACCESS_LOG()
     )
     app.openapi = _openapi_with_key_scheme(app, header_name)  # type: ignore[method-assign]
     return app

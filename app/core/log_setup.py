@@ -19,11 +19,14 @@ WARNING whatever ``LOG_LEVEL`` says, as before.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import logging.config
 import os
 import sys
-from typing import Any, Literal
+import time
+from contextvars import ContextVar
+from typing import Any, Literal, TextIO
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
@@ -34,6 +37,19 @@ LogFormat = Literal["console", "json"]
 PARAMETER_LOGGERS = ("aiosqlite", "sqlalchemy.engine", "sqlalchemy.pool")
 ACCESS_LOGGER = "game_api.access"
 HANDLER_NAME = "game_api"
+
+
+REQUEST_ID: ContextVar[str | None] = ContextVar("game_api_request_id", default=None)
+"""The id of the request being served (set by the request middleware; task-local)."""
+
+
+def _add_request_id(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
+    """A plain ``ContextVar`` rather than ``bind_contextvars``: a set and a reset per request
+    cost a tenth of structlog's binding, and only lines actually written read it."""
+    request_id = REQUEST_ID.get()
+    if request_id is not None:
+        event_dict.setdefault("request_id", request_id)
+    return event_dict
 
 
 def _add_pid(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
@@ -48,12 +64,13 @@ def _drop_color_message(_logger: WrappedLogger, _name: str, event_dict: EventDic
     return event_dict
 
 
-def _shared_processors() -> list[Processor]:
+def _shared_processors(*, logger_name: bool = True) -> list[Processor]:
     """What every line gets, whether it came from structlog or from a ``logging`` call."""
     return [
         structlog.contextvars.merge_contextvars,
+        _add_request_id,
         structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
+        *([structlog.stdlib.add_logger_name] if logger_name else []),
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_pid,
     ]
@@ -130,8 +147,122 @@ def gunicorn_logconfig(level: str, log_format: LogFormat) -> dict[str, Any]:
     return logging_dict(level, log_format)
 
 
+class BatchedLineWriter:
+    """A structlog logger that writes the lines of one event-loop pass in one ``write``.
+
+    The access event is the one line written for every request; a ``write`` and ``flush`` (a
+    system call) each would be a measurable share of a cached ``/v1/me``. Lines are gathered
+    and written when the loop next gets round (``call_soon``), or at once outside a loop.
+    """
+
+    def __init__(self, stream: TextIO, max_pending: int = 256) -> None:
+        self._stream = stream
+        self._max_pending = max_pending
+        self._pending: list[str] = []
+
+    def msg(self, message: str) -> None:
+        pending = self._pending
+        pending.append(message)
+        if len(pending) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:
+                self.flush()
+        elif len(pending) >= self._max_pending:
+            self.flush()
+
+    debug = info = warning = warn = error = critical = exception = msg
+
+    def flush(self) -> None:
+        if self._pending:
+            lines = "\n".join(self._pending) + "\n"
+            self._pending.clear()
+            self._stream.write(lines)
+            self._stream.flush()
+
+
+class AccessLog:
+    """Writes the access event: the same keys and renderer as every other line, made directly.
+
+    It runs once per request, so it skips both ``logging`` (a ``LogRecord``, the caller lookup,
+    a handler lock and a copy of the event) and structlog's processor chain: the event dict is
+    built with the keys the chain would add (``request_id``, ``level``, ``logger``,
+    ``timestamp`` to the microsecond, ``pid``) and handed to the configured renderer, then to a
+    ``BatchedLineWriter``. ``bench/telemetry_cost.py`` measures what is left.
+    """
+
+    def __init__(self, stream: TextIO, log_format: LogFormat) -> None:
+        self._writer = BatchedLineWriter(stream)
+        self._render = _renderer(log_format)
+        self._second = -1
+        self._second_text = ""
+
+    def _timestamp(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._second_text}.{int((now - second) * 1_000_000):06d}Z"
+
+    def event(self, **fields: Any) -> None:
+        event_dict: dict[str, Any] = {"event": "request", **fields}
+        request_id = REQUEST_ID.get()
+        if request_id is not None:
+            event_dict["request_id"] = request_id
+        event_dict["level"] = "info"
+        event_dict["logger"] = ACCESS_LOGGER
+        event_dict["timestamp"] = self._timestamp()
+        event_dict["pid"] = os.getpid()
+        line = self._render(None, "info", event_dict)
+        self._writer.msg(line if isinstance(line, str) else str(line))
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+
+class _AccessViaStructlog:
+    """The access event before ``configure_access_log`` (an app in a test): plain structlog."""
+
+    def event(self, **fields: Any) -> None:
+        structlog.get_logger(ACCESS_LOGGER).info("request", **fields)
+
+
+_access_log: AccessLog | None = None
+_access_configured = False
+
+
+def configure_access_log(stream: TextIO, level: str, log_format: LogFormat) -> None:
+    """Where access events go; nowhere when ``level`` is above INFO (they are INFO events)."""
+    global _access_log, _access_configured
+    enabled = logging.getLevelName(level) <= logging.INFO
+    _access_log = AccessLog(stream, log_format) if enabled else None
+    _access_configured = True
+
+
+def flush_access_log() -> None:
+    """Write any access lines still gathered for this loop pass (tests, shutdown)."""
+    if _access_log is not None:
+        _access_log.flush()
+
+
+def reset_access_log() -> None:
+    """Back to plain structlog (tests)."""
+    global _access_log, _access_configured
+    _access_log, _access_configured = None, False
+
+
+def access_log() -> AccessLog | _AccessViaStructlog | None:
+    """The access event's writer once configured (``None`` when the level leaves access events
+    out); plain structlog before, so an app in a test still logs them."""
+    if _access_configured:
+        return _access_log
+    return _AccessViaStructlog()
+
+
 def configure_logging(level: str, log_format: LogFormat = "console") -> None:
     """Log to stderr at ``level`` in ``log_format``; driver parameters never logged."""
     configure_structlog()
     logging.config.dictConfig(logging_dict(level, log_format))
+    configure_access_log(sys.stderr, level, log_format)
     sys.stderr.flush()

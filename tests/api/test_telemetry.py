@@ -28,6 +28,7 @@ class JsonLines:
         self._stream = stream
 
     def events(self) -> list[dict[str, Any]]:
+        log_setup.flush_access_log()  # lines gathered for the current loop pass
         lines = self._stream.getvalue().splitlines()
         return [json.loads(line) for line in lines if line.strip()]
 
@@ -40,6 +41,7 @@ def json_logs() -> Iterator[JsonLines]:
     root = logging.getLogger()
     previous = root.level
     log_setup.configure_structlog()
+    log_setup.configure_access_log(stream, "DEBUG", "json")  # its own, cheaper pipeline
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
     try:
@@ -48,6 +50,7 @@ def json_logs() -> Iterator[JsonLines]:
         root.removeHandler(handler)
         root.setLevel(previous)
         structlog.reset_defaults()
+        log_setup.reset_access_log()
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
