@@ -33,6 +33,7 @@ from app.api.telemetry import UNMATCHED_ROUTE, Telemetry
 from app.core.log_setup import REQUEST_ID, access_log
 
 REQUEST_ID_HEADER = b"x-request-id"
+CLIENT_CLOSED_REQUEST = 499
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
 
 
@@ -89,9 +90,11 @@ class RequestTelemetryMiddleware:
 
         try:
             await self._app(scope, receive, send_with_telemetry)
-        except BaseException:
-            if status == 0:  # unhandled: the server's error middleware answers 500
-                status = 500
+        except BaseException as exc:
+            if status == 0:
+                # Unhandled: the server's error middleware answers 500. Cancelled: the client
+                # went away first, recorded as nginx's "client closed request".
+                status = 500 if isinstance(exc, Exception) else CLIENT_CLOSED_REQUEST
                 if telemetry is not None:
                     self._count(telemetry, scope, status, started)
             raise

@@ -13,6 +13,10 @@ every worker inherits the structlog configuration) and gunicorn itself, which re
 without it gunicorn would install its own plain-text handlers on ``gunicorn.error``, which the
 uvicorn worker then copies onto ``uvicorn.error``.
 
+One exception, for cost: the access event, written once per request, is rendered by the same
+renderer with the same keys but without the ``logging`` module or structlog's processor chain
+(``AccessLog``), and written in one ``write`` per event-loop pass (``BatchedLineWriter``).
+
 Secrets: driver loggers that would print statement parameters (key digests) at DEBUG are held at
 WARNING whatever ``LOG_LEVEL`` says, as before.
 """

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -61,7 +61,10 @@ def masked_redis_url(url: str | None) -> str | None:
             ],
             safe="*",
         )
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        # Assembled by hand: ``urlunsplit`` drops the ``//`` of ``unix:///path``.
+        shown = f"{parts.scheme}://{netloc}{parts.path}"
+        shown += f"?{query}" if query else ""
+        return shown + (f"#{parts.fragment}" if parts.fragment else "")
     except ValueError:
         return MASK
 
