@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
-import logging
 import os
 import socket
 import sys
@@ -24,7 +23,9 @@ from typing import NoReturn, TypeVar
 from pydantic import BaseModel, TypeAdapter
 
 from app.api.schemas import CreatedKeyOut, KeyListOut, RevokedKeyOut, RotatedKeyOut
+from app.core import log_setup
 from app.core.container import Container, build_container
+from app.core.log_setup import LogFormat
 from app.core.resources import close_container_resources
 from app.domain.errors import GameApiError, RepositoryUnavailable
 from app.domain.keys import checked_prefix
@@ -330,21 +331,9 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
-# Loggers whose DEBUG output carries SQL parameters, i.e. key digests.
-_PARAMETER_LOGGERS = ("aiosqlite", "sqlalchemy.engine", "sqlalchemy.pool")
-
-
-def configure_logging(level: str) -> None:
-    """Log to stderr at ``level``, but never let a driver log statement parameters."""
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for name in _PARAMETER_LOGGERS:
-        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger(name).level))
-    # Alembic announces each of its plugins at INFO on every start: noise for an operator.
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+def configure_logging(level: str, log_format: LogFormat = "console") -> None:
+    """Log to stderr at ``level`` in ``log_format``; never a driver's statement parameters."""
+    log_setup.configure_logging(level, log_format)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -437,7 +426,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(args.config)
-        configure_logging(settings.LOG_LEVEL if args.command == "serve" else "ERROR")
+        configure_logging(
+            settings.LOG_LEVEL if args.command == "serve" else "ERROR", settings.LOG_FORMAT
+        )
         args.handler(settings, args)
         sys.stdout.flush()  # a reader that left early is noticed here, not at exit
     except BrokenPipeError:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import structlog
 from fastapi import FastAPI
 
 from app.api import bench_routes, health, keys, me
@@ -19,9 +20,13 @@ from app.api.docs import install_docs
 from app.api.errors import register_error_handlers
 from app.api.openapi_document import complete_openapi
 from app.api.request_limits import RequestLimits, RequestLimitsMiddleware
+from app.api.request_telemetry import RequestTelemetryMiddleware
+from app.api.telemetry import METRICS_PATH, Telemetry, attach_telemetry, metrics_endpoint
 from app.api.worker_id import WorkerIdMiddleware
 from app.core.container import Container, build_container
+from app.core.log_setup import flush_access_log
 from app.core.resources import close_container_resources
+from app.core.runtime_info import startup_facts
 from configs import Settings, load_settings
 
 logger = logging.getLogger(__name__)
@@ -32,13 +37,20 @@ BENCH_MODULES = ["app.api.bench_routes"]
 
 def _lifespan(container: Container) -> Callable[[FastAPI], Any]:
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Resolving the cache here (inside startup_facts) makes a backend fallback's warning
+        # appear when the worker starts, not at its first request.
+        structlog.get_logger("game_api.startup").info("startup", **startup_facts(container))
+        telemetry: Telemetry | None = app.state.telemetry
+        if telemetry is not None:
+            attach_telemetry(telemetry, container)
         # Join the members and apply the event log before serving: local copies are trusted
         # only under a lease (see app/services/revocation_log.py).
         await container.apikey_service().start()
         try:
             yield
         finally:
+            flush_access_log()
             await close_container_resources(container)
 
     return lifespan
@@ -99,9 +111,17 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         app.include_router(bench_routes.router)
     if container.config.EXPOSE_WORKER_ID():
         app.add_middleware(WorkerIdMiddleware)
-    # Added last, so it is the outermost of ours: limits hold before routing and authentication.
+    telemetry = Telemetry() if container.config.METRICS_ENABLED() else None
+    app.state.telemetry = telemetry
+    if telemetry is not None:
+        app.add_api_route(METRICS_PATH, metrics_endpoint(telemetry), include_in_schema=False)
+    # Limits hold before routing and authentication; only the request telemetry is outside
+    # them, so a refused request has its id, its count and its access line too.
     app.add_middleware(
         RequestLimitsMiddleware, limits=RequestLimits.from_settings(container.config())
+    )
+    app.add_middleware(
+        RequestTelemetryMiddleware, telemetry=telemetry, access_log_on=container.config.ACCESS_LOG()
     )
     app.openapi = _openapi_with_key_scheme(app, header_name)  # type: ignore[method-assign]
     return app

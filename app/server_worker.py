@@ -215,3 +215,16 @@ class GameApiUvicornWorker(UvicornWorker):  # type: ignore[misc]  # no type hint
         if not isinstance(settings, Settings):
             raise TypeError("GameApiUvicornWorker needs an application with a `settings` Settings")
         self.config.http = protocol_class_for(ConnectionLimits.from_settings(settings))
+
+    def run(self) -> None:
+        """Serve on the listening sockets themselves rather than gunicorn's wrappers of them.
+
+        uvloop's ``create_server(sock=...)`` takes over a plain ``socket.socket`` (closing the
+        server detaches it, so uvicorn's own ``sock.close()`` at shutdown is a no-op), but over
+        gunicorn's wrapper it closes the descriptor behind the wrapper's back: uvicorn's
+        ``sock.close()`` then hit a closed descriptor and gunicorn logged "Error while closing
+        socket [Errno 9] Bad file descriptor" for every worker at every stop.
+        """
+        listeners: list[Any] = getattr(self, "sockets")  # noqa: B009  # set by gunicorn
+        self.sockets = [getattr(listener, "sock", listener) for listener in listeners]
+        super().run()

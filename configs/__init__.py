@@ -66,6 +66,14 @@ class Settings(BaseSettings):
     DATABASE_URL: SecretStr = SecretStr("sqlite+aiosqlite:///./game-api.db")
     DATABASE_TIMEOUT_SECONDS: float = Field(default=2.0, gt=0, le=60)
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Telemetry (app/core/log_setup.py, app/api/telemetry.py, app/api/request_telemetry.py):
+    # ``console`` lines for a person, ``json`` lines for a log pipeline; one access event per
+    # request; ``GET /metrics`` for Prometheus. ``METRICS_DIR`` is where gunicorn workers share
+    # their counters (default: a fresh temporary directory per ``game-api serve``).
+    LOG_FORMAT: Literal["console", "json"] = "console"
+    ACCESS_LOG: bool = True
+    METRICS_ENABLED: bool = True
+    METRICS_DIR: str | None = None
     # The edge: every request is bounded before it is parsed, routed or authenticated (see
     # app/api/request_limits.py and app/server_worker.py). The floors keep the API usable; the
     # ceilings keep a typo from switching a bound off in practice.

@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.api.error_schemas import error_response
 from app.core.container import Container
-from app.domain.errors import AmbiguousApiKeyHeader, InvalidApiKey, MissingScope
+from app.domain.errors import AmbiguousApiKeyHeader, GameApiError, InvalidApiKey, MissingScope
 from app.services.apikey_service import ApiKeyService, AuthenticatedKey
 
 API_KEY_SCHEME_NAME = "ApiKeyAuth"
@@ -33,6 +33,8 @@ DEFAULT_HEADER_NAME = "X-API-Key"
 HEADER_NAME_STATE = "apikey_header"
 """``app.state`` attribute holding the app's ``KeyHeader``."""
 CALLER_SCOPE_KEY = "game_api.caller"
+AUTH_OUTCOME_SCOPE_KEY = "game_api.auth_outcome"
+"""Why a request was refused (``malformed``, ``unknown``, ...), for metrics and the access log."""
 ANY_SCOPE = ""
 """What ``requires_key()`` asks for: any valid key, whatever its scopes."""
 
@@ -100,6 +102,15 @@ def presented_key(headers: list[tuple[bytes, bytes]], header: KeyHeader) -> str:
     return found.decode("latin-1")
 
 
+def refusal_outcome(exc: GameApiError) -> str:
+    """The authentication outcome an error stands for (a bounded set of metric labels)."""
+    if isinstance(exc, InvalidApiKey):
+        return exc.reason
+    if isinstance(exc, AmbiguousApiKeyHeader):
+        return "ambiguous"
+    return "unavailable"  # the database (or what stands in for it) could not answer
+
+
 @inject
 def apikey_service(service: ApiKeyService = Provide[Container.apikey_service]) -> ApiKeyService:
     return service
@@ -132,8 +143,13 @@ class AuthenticatedRoute(APIRoute):
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Per request, not cached on the route: FastAPI may share route objects between apps.
         header = getattr(scope["app"].state, HEADER_NAME_STATE, DEFAULT_KEY_HEADER)
-        caller = await apikey_service().authenticate(presented_key(scope["headers"], header))
+        try:
+            caller = await apikey_service().authenticate(presented_key(scope["headers"], header))
+        except GameApiError as exc:
+            scope[AUTH_OUTCOME_SCOPE_KEY] = refusal_outcome(exc)
+            raise
         if self.required_scope and self.required_scope not in caller.scopes:
+            scope[AUTH_OUTCOME_SCOPE_KEY] = "missing_scope"
             raise MissingScope(self.required_scope)
         scope[CALLER_SCOPE_KEY] = caller
         await super().handle(scope, receive, send)

@@ -21,12 +21,13 @@ import asyncio
 from typing import Annotated, Any
 
 from dependency_injector.wiring import Provide, inject
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 
 from app.api.deps import ApiKeyServiceDep
 from app.core.container import Container
+from app.core.runtime_info import backend_in_effect
 from app.domain.errors import RepositoryUnavailable
 from app.services.apikey_service import ApiKeyService
 from app.services.metrics import CacheMetrics
@@ -90,6 +91,7 @@ async def readyz(
     redis_client: RedisClientDep,
     backend_name: BackendNameDep,
     metrics: MetricsDep,
+    request: Request,
 ) -> JSONResponse:
     checks = {
         "database": await _database_status(service),
@@ -105,7 +107,8 @@ async def readyz(
     body: dict[str, Any] = {
         "status": status,
         "checks": checks,
-        "cache_backend": backend_name,
+        # What is in effect, not what was asked for: "memory (fallback: ...)" says so.
+        "cache_backend": backend_in_effect(request.app.state.container),
         "cache_metrics": metrics.snapshot(),
     }
     listener = await _listener_status(service)

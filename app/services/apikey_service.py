@@ -267,7 +267,9 @@ class ApiKeyService:
         if self._peek is not None:
             identity = self._admit_from_process_memory(prefix, cache_key)
             if identity is not None:
-                self.metrics.cache_hits += 1
+                metrics = self.metrics
+                metrics.cache_hits += 1
+                metrics.local_hits += 1
                 return identity
         if cache_key in self._negative:
             self.metrics.negative_hits += 1

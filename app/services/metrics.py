@@ -13,6 +13,9 @@ class CacheMetrics:
     """What operators need to see at 3 a.m.: hit rate, database load, Redis trouble."""
 
     cache_hits: int = 0
+    # The part of ``cache_hits`` answered from this process's memory without an await (the
+    # memory backend's dict, the tiered backend's trusted L1): the per-tier split of /metrics.
+    local_hits: int = 0
     cache_misses: int = 0
     negative_hits: int = 0
     repository_lookups: int = 0

@@ -7,31 +7,39 @@ error paths log the most) and with the database down.
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import fakeredis
 import pytest
+import structlog
 
+from app.core import log_setup
 from app.domain.keys import digest, generate_api_key
 from tests.correctness.http_app import ServedApp, served_app
 from tests.support.databases import migrated_sqlite_url
 
 
 class CapturingHandler(logging.Handler):
-    def __init__(self) -> None:
+    def __init__(self, formatter: logging.Formatter | None = None) -> None:
         super().__init__(level=logging.DEBUG)
-        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+        self.setFormatter(formatter or logging.Formatter("%(name)s %(levelname)s %(message)s"))
         self.lines: list[str] = []
+        self.stream = io.StringIO()  # the access events' own writer, in JSON mode
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(self.format(record))  # includes exception text and stack info
 
 
-@pytest.fixture
-def captured_logs() -> Iterator[CapturingHandler]:
+@pytest.fixture(params=["plain", "json"])
+def captured_logs(request: pytest.FixtureRequest) -> Iterator[CapturingHandler]:
     """Everything at DEBUG, and SQL statement logging on (as an operator debugging would).
+
+    ``json``: rendered as ``LOG_FORMAT=json`` renders it, structlog events (the access log with
+    its key prefix, the startup event) included.
 
     ``sqlalchemy.engine`` at INFO logs statements and their parameters (hidden by the engine's
     ``hide_parameters``). At DEBUG it also logs result rows, which hold the stored digest; that
@@ -39,7 +47,11 @@ def captured_logs() -> Iterator[CapturingHandler]:
     """
     root = logging.getLogger()
     sql = logging.getLogger("sqlalchemy.engine")
-    handler = CapturingHandler()
+    as_json = request.param == "json"
+    handler = CapturingHandler(log_setup.formatter("json") if as_json else None)
+    if as_json:
+        log_setup.configure_structlog()
+        log_setup.configure_access_log(handler.stream, "DEBUG", "json")
     previous_levels = root.level, sql.level
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
@@ -50,6 +62,9 @@ def captured_logs() -> Iterator[CapturingHandler]:
         root.removeHandler(handler)
         root.setLevel(previous_levels[0])
         sql.setLevel(previous_levels[1])
+        if as_json:
+            structlog.reset_defaults()
+            log_setup.reset_access_log()
 
 
 @pytest.fixture
@@ -122,6 +137,12 @@ async def test_no_secret_in_logs_with_redis_up_down_and_the_database_down(
     finally:
         await redis_client.aclose()
 
-    levels = " ".join(captured_logs.lines)
+    log_setup.flush_access_log()
+    lines = captured_logs.lines + captured_logs.stream.getvalue().splitlines()
+    levels = " ".join(lines).upper()
     assert "ERROR" in levels and "WARNING" in levels, "the failure paths were not exercised"
-    _assert_nothing_secret(captured_logs.lines, secrets)
+    if lines[0].startswith("{"):
+        events = [json.loads(line) for line in lines]
+        access = [event for event in events if event.get("logger") == "game_api.access"]
+        assert any(event["key_prefix"] for event in access), "no access event was captured"
+    _assert_nothing_secret(lines, secrets)

@@ -1,0 +1,108 @@
+"""What telemetry costs: ``GET /v1/me`` throughput with metrics and the access log on vs off.
+
+Two ``game-api serve`` servers run side by side on 127.0.0.1 with the same settings but
+``METRICS_ENABLED``/``ACCESS_LOG`` (both at ``LOG_LEVEL=INFO``, so every access event is really
+written), and wrk loads them in alternating rounds, so drift in the machine's speed falls on
+both alike. The figure is the ratio of the medians (on / off); the target is at least 0.97.
+
+    .venv/bin/python -m bench.telemetry_cost [--seconds 5] [--rounds 3] [--workers 2]
+        [--log-format console|json] [--only METRICS_ENABLED|ACCESS_LOG]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from typing import Any
+
+from bench.servers import LiveServer, connections_per_worker, wait_for_workers
+from bench.wrk import LoadResult, run_wrk
+
+CONNECTIONS = 32
+WARMUP_SECONDS = 2.0
+TARGET = 0.97
+
+
+HALVES = ("METRICS_ENABLED", "ACCESS_LOG")
+
+
+def _settings(on: tuple[str, ...], log_format: str) -> dict[str, str]:
+    settings = {
+        "APIKEY_CACHE_BACKEND": "memory",
+        "APIKEY_CACHE_TTL_SECONDS": "3600",
+        "EXPOSE_WORKER_ID": "false",
+        "LOG_LEVEL": "INFO",
+        "LOG_FORMAT": log_format,
+    }
+    settings.update({half: "true" if half in on else "false" for half in HALVES})
+    return settings
+
+
+def measure(
+    seconds: float, rounds: int, workers: int, log_format: str, on: tuple[str, ...] = HALVES
+) -> dict[str, Any]:
+    """Median requests/s of each variant over ``rounds`` alternating rounds, and their ratio.
+
+    ``on``: what the "on" server switches on (both halves by default; one, to see its share).
+    """
+    servers = {
+        "on": LiveServer(_settings(on, log_format), workers=workers),
+        "off": LiveServer(_settings((), log_format), workers=workers),
+    }
+    results: dict[str, list[LoadResult]] = {name: [] for name in servers}
+    try:
+        keys = {name: server.create_admin_key() for name, server in servers.items()}
+        for server in servers.values():
+            server.start()
+            wait_for_workers(server)
+        for name, server in servers.items():
+            run_wrk(server.base_url + "/v1/me", seconds=WARMUP_SECONDS, api_key=keys[name])
+        for round_number in range(rounds):
+            # Alternate which goes first, so neither always follows the other.
+            order = list(servers) if round_number % 2 == 0 else list(reversed(servers))
+            for name in order:
+                server = servers[name]
+                results[name].append(
+                    run_wrk(
+                        server.base_url + "/v1/me",
+                        seconds=seconds,
+                        connections=CONNECTIONS,
+                        api_key=keys[name],
+                        spread=lambda server=server: connections_per_worker(server),  # type: ignore[misc]
+                    )
+                )
+    finally:
+        for server in servers.values():
+            server.close()
+    rps = {name: statistics.median(r.rps for r in runs) for name, runs in results.items()}
+    return {
+        "requests_per_second": rps,
+        "rounds": {name: [round(r.rps) for r in runs] for name, runs in results.items()},
+        "ratio_on_off": rps["on"] / rps["off"] if rps["off"] else 0.0,
+        "target": TARGET,
+        "log_format": log_format,
+        "on": list(on),
+        "workers": workers,
+        "seconds": seconds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--log-format", choices=["console", "json"], default="json")
+    parser.add_argument(
+        "--only", choices=HALVES, help="switch on only this half in the 'on' server"
+    )
+    args = parser.parse_args()
+    on = (args.only,) if args.only else HALVES
+    print(
+        json.dumps(measure(args.seconds, args.rounds, args.workers, args.log_format, on), indent=2)
+    )
+
+
+if __name__ == "__main__":
+    main()
