@@ -99,6 +99,11 @@ class Cluster:
         async with AsyncSession(self.engine, expire_on_commit=False) as session:
             return await session.get(ApiKeyRow, prefix)
 
+    async def expiry_of(self, prefix: str) -> datetime | None:
+        row = await self.row(prefix)
+        assert row is not None, prefix
+        return row.expires_at
+
     async def rows_named(self, name: str) -> list[ApiKeyRow]:
         async with AsyncSession(self.engine, expire_on_commit=False) as session:
             return list(await session.scalars(select(ApiKeyRow).where(ApiKeyRow.name == name)))
@@ -133,19 +138,19 @@ def empty_postgres(module_postgres_url: str) -> str:  # noqa: F811
 
 @pytest.fixture(params=[1, 2], ids=["one-app", "two-apps"])
 async def cluster(request: pytest.FixtureRequest, empty_database: str) -> AsyncIterator[Cluster]:
-    """``apps`` in-process apps (memory cache, fast log polling) over ``database_url``.
+    """``apps`` in-process apps (memory cache, fast log polling) over the database.
 
     Two apps on SQLite are two gunicorn workers on one file; on PostgreSQL, two hosts.
     """
     apps: int = request.param
-    database_url = empty_database
+    url = empty_database
     recorder = KeyRecorder()
     containers: list[Container] = []
     clients: list[httpx.AsyncClient] = []
     for _ in range(apps):
         container = build_container(
             Settings(
-                DATABASE_URL=database_url,
+                DATABASE_URL=url,
                 APIKEY_CACHE_BACKEND="memory",
                 APIKEY_REVOCATION_POLL_MS=20,
             )
@@ -158,7 +163,7 @@ async def cluster(request: pytest.FixtureRequest, empty_database: str) -> AsyncI
                 base_url="http://api",
             )
         )
-    engine = build_engine(database_url)
+    engine = build_engine(url)
     try:
         service: ApiKeyService = containers[0].apikey_service()
         admin = await service.create("admin", ["admin", "read", "write"])
@@ -179,22 +184,25 @@ async def _victim(cluster: Cluster, name: str, expires_in: int | None) -> Create
 
 
 async def _assert_dead(cluster: Cluster, keys: list[ParsedApiKey], winner: str | None) -> None:
-    """Every generated key but the winner's is neither stored nor admitted."""
-    for parsed in keys:
-        if parsed.prefix == winner:
-            continue
-        assert await cluster.row(parsed.prefix) is None, parsed.prefix
-        assert not await cluster.works(parsed.plaintext), parsed.prefix
+    """Every generated key but the winner's is neither stored nor admitted by any app."""
+    losers = [parsed for parsed in keys if parsed.prefix != winner]
+    async with AsyncSession(cluster.engine) as session:
+        stored = await session.scalars(
+            select(ApiKeyRow.prefix).where(ApiKeyRow.prefix.in_([p.prefix for p in losers]))
+        )
+        assert list(stored) == []
+    admitted = await asyncio.gather(*(cluster.works(parsed.plaintext) for parsed in losers))
+    assert not any(admitted)
 
 
 # -- rotate against rotate -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("expires_in", [3600, None], ids=["expiring", "no-expiry"])
-async def test_concurrent_rotations_have_exactly_one_winner(
-    cluster: Cluster, expires_in: int | None
-) -> None:
+@pytest.mark.slow
+async def test_concurrent_rotations_have_exactly_one_winner(cluster: Cluster) -> None:
+    """Trials alternate between a key with an expiry and one without."""
     for trial in range(TRIALS):
+        expires_in = 3600 if trial % 2 == 0 else None
         name = f"rotated-{trial}"
         old = await _victim(cluster, name, expires_in)
         prefix = old.record.prefix
@@ -243,6 +251,7 @@ def _iso(moment: datetime) -> str:
 # -- rotate against revoke -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_rotations_racing_a_revocation_never_leave_a_working_successor_of_a_revoked_key(
     cluster: Cluster,
 ) -> None:
@@ -333,7 +342,7 @@ async def test_rotating_a_key_inside_its_grace_is_409_naming_the_successor(
     )
     assert first.status_code == 201
     successor = first.json()["prefix"]
-    narrowed = (await cluster.row(prefix)).expires_at  # type: ignore[union-attr]
+    narrowed = await cluster.expiry_of(prefix)
     assert narrowed is not None
     assert await cluster.works(old.plaintext)  # still inside the grace
 
@@ -344,7 +353,7 @@ async def test_rotating_a_key_inside_its_grace_is_409_naming_the_successor(
         assert again.status_code == 409
         assert again.json()["detail"] == SUCCESSOR_DETAIL.format(successor)
     # The refused rotations changed nothing: the old key keeps its grace, one successor.
-    assert (await cluster.row(prefix)).expires_at == narrowed  # type: ignore[union-attr]
+    assert await cluster.expiry_of(prefix) == narrowed
     assert len(await cluster.rows_named("graced")) == 2
 
     # The successor carries the original expiry, and so does its own successor.
@@ -393,6 +402,7 @@ class Database:
             InMemoryApiKeyCacheBackend(),
             SqlApiKeyRepository(sessions, timeout_seconds=0.5),
             event_log=SqlEventLogRepository(sessions, timeout_seconds=2.0),
+            poll_interval_seconds=0.02,
         )
 
     def stalling_sessions(self) -> async_sessionmaker[AsyncSession]:
@@ -406,12 +416,12 @@ class Database:
 
 @pytest.fixture
 async def database(empty_database: str) -> AsyncIterator[Database]:
-    database_url = empty_database
-    engine = build_engine(database_url)
+    url = empty_database
+    engine = build_engine(url)
     _StallAfterCommit.stalls = 0
     _StallAfterCommit.committed = None
     try:
-        yield Database(database_url, engine)
+        yield Database(url, engine)
     finally:
         await engine.dispose()
 
@@ -460,10 +470,11 @@ async def test_a_revoke_cancelled_after_the_commit_still_revokes(database: Datab
     prefix = created.record.prefix
     await creator.authenticate(created.plaintext)
 
+    service = database.service(database.stalling_sessions())
+    await service.authenticate(created.plaintext)  # cached "active" in this process
     committed = asyncio.Event()
     _StallAfterCommit.committed = committed
     _StallAfterCommit.stalls = 1
-    service = database.service(database.stalling_sessions())
     revoke = asyncio.create_task(service.revoke(prefix))
     await asyncio.wait_for(committed.wait(), timeout=10)
     revoke.cancel()
@@ -471,6 +482,15 @@ async def test_a_revoke_cancelled_after_the_commit_still_revokes(database: Datab
         await revoke
 
     await _fresh_service_refuses(database, created.plaintext, prefix)
+    # The process whose revoke was cut short never dropped its own copy; the log does it.
+    deadline = asyncio.get_running_loop().time() + 5
+    while True:
+        try:
+            await service.authenticate(created.plaintext)
+        except InvalidApiKey:
+            break
+        assert asyncio.get_running_loop().time() < deadline, "the log never reached this process"
+        await asyncio.sleep(0.02)
     await service.aclose()
     await creator.aclose()
 
@@ -545,9 +565,7 @@ async def test_a_change_whose_event_cannot_be_written_does_not_happen(
                 created.record.created_at + timedelta(seconds=60),
                 created.record.created_at + timedelta(seconds=1),
             )
-    record = await SqlApiKeyRepository(build_session_factory(database.engine)).get_by_prefix(
-        prefix
-    )
+    record = await SqlApiKeyRepository(build_session_factory(database.engine)).get_by_prefix(prefix)
     assert record is not None and record.revoked_at is None
     assert record.expires_at == created.record.expires_at
     async with AsyncSession(database.engine) as session:
@@ -646,4 +664,3 @@ class _two_apps:  # noqa: N801 - used as an async context manager, like a functi
             await close_container_resources(container)
             container.unwire()
         await self._engine.dispose()
-
