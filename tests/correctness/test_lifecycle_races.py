@@ -16,10 +16,11 @@ own transaction, and ids that a concurrent reader never skips on PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -664,3 +665,77 @@ class _two_apps:  # noqa: N801 - used as an async context manager, like a functi
             await close_container_resources(container)
             container.unwire()
         await self._engine.dispose()
+
+
+class _FirstCommitWaitsForTheReader(AsyncSession):
+    """The first revoke to reach its commit holds it until the reader has seen some event
+    (or half a second has passed): the widest window for a later id to commit first."""
+
+    held = False
+    reader_saw_something: asyncio.Event | None = None
+
+    async def commit(self) -> None:
+        cls = type(self)
+        if not cls.held and cls.reader_saw_something is not None:
+            cls.held = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(cls.reader_saw_something.wait(), timeout=0.5)
+        await super().commit()
+
+
+@pytest.mark.postgres
+async def test_an_event_held_before_its_commit_is_not_skipped_by_a_reader(
+    empty_postgres: str,
+) -> None:
+    """Twenty revokes from two engines while one holds its commit: without the ordering of
+    event writes, the others' later ids commit first, the reader moves past the held one's id,
+    and never sees it."""
+    engines = [build_engine(empty_postgres) for _ in range(2)]
+    try:
+        plain = SqlApiKeyRepository(build_session_factory(engines[0]))
+        creator = ApiKeyService(InMemoryApiKeyCacheBackend(), plain)
+        prefixes = [(await creator.create(f"held-{i}", ["read"])).record.prefix for i in range(N)]
+        log = SqlEventLogRepository(build_session_factory(engines[0]))
+        saw = asyncio.Event()
+        _FirstCommitWaitsForTheReader.held = False
+        _FirstCommitWaitsForTheReader.reader_saw_something = saw
+        repositories = [
+            SqlApiKeyRepository(
+                async_sessionmaker(
+                    engine, class_=_FirstCommitWaitsForTheReader, expire_on_commit=False
+                )
+            )
+            for engine in engines
+        ]
+        seen: list[KeyEvent] = []
+        done = asyncio.Event()
+
+        async def follow() -> None:
+            last = 0
+            while True:
+                finished = done.is_set()
+                batch = await log.events_after(last, 1000)
+                seen.extend(batch)
+                if batch:
+                    last = batch[-1].id
+                    saw.set()
+                elif finished:
+                    return
+                else:
+                    await asyncio.sleep(0)
+
+        follower = asyncio.create_task(follow())
+        at = datetime.now(UTC)
+        revocations = await asyncio.gather(
+            *(repositories[i % 2].revoke(prefix, at) for i, prefix in enumerate(prefixes))
+        )
+        done.set()
+        await asyncio.wait_for(follower, timeout=10)
+        assert all(r is not None and r.newly_revoked for r in revocations)
+        assert sorted(event.prefix for event in seen) == sorted(prefixes)
+        ids = [event.id for event in seen]
+        assert all(a < b for a, b in itertools.pairwise(ids)), ids
+    finally:
+        _FirstCommitWaitsForTheReader.reader_saw_something = None
+        for engine in engines:
+            await engine.dispose()
