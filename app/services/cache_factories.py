@@ -91,6 +91,17 @@ def guarded_publisher(shared: CircuitBreakingCacheBackend, client: Redis) -> Pub
     return publish
 
 
+def invalidation_channel(l2: RedisApiKeyCacheBackend) -> str:
+    """The deployment's channel: the key prefix and the Redis database number.
+
+    Pub/sub ignores the database number, so two deployments that differ only in ``REDIS_URL``'s
+    database would otherwise hear (and acknowledge) each other's invalidations.
+    """
+    database = l2.client.connection_pool.connection_kwargs.get("db", 0)
+    suffix = INVALIDATION_CHANNEL_SUFFIX
+    return l2.key_prefix + (suffix if not database else f"db{database}:{suffix}")
+
+
 def tiered_cache(
     shared: CircuitBreakingCacheBackend,
     *,
@@ -106,7 +117,7 @@ def tiered_cache(
     l1 = LocalTier(l1_max_entries, l1_ttl_seconds)
     listener = InvalidationListener(
         l2.client,
-        l2.key_prefix + INVALIDATION_CHANNEL_SUFFIX,
+        invalidation_channel(l2),
         publish=guarded_publisher(shared, l2.client),
         on_invalidate=l1.apply_invalidation,
         on_trusted=l1.mark_trusted,

@@ -66,7 +66,7 @@ async def test_build_apikey_cache_backend_accepts_tiered() -> None:
     backend = build_apikey_cache_backend("tiered", "redis://127.0.0.1:6390/3", "custom:")
 
     assert isinstance(backend, TieredApiKeyCacheBackend)
-    assert backend.listener.channel == "custom:invalidate"
+    assert backend.listener.channel == "custom:db3:invalidate"  # the database is in it
     await backend.aclose()
 
 
@@ -78,3 +78,19 @@ def test_build_apikey_cache_backend_tiered_without_url_is_memory(
     assert isinstance(backend, InMemoryApiKeyCacheBackend)
     assert not isinstance(backend, RedisApiKeyCacheBackend)
     assert any("REDIS_URL" in record.getMessage() for record in caplog.records)
+
+
+async def test_deployments_on_different_redis_databases_do_not_share_a_channel() -> None:
+    """Pub/sub ignores the database number: the channel must carry it."""
+    on_db0 = build_apikey_cache_backend("tiered", "redis://127.0.0.1:6390/0", "game:apikey:")
+    on_db3 = build_apikey_cache_backend("tiered", "redis://127.0.0.1:6390/3", "game:apikey:")
+    try:
+        assert isinstance(on_db0, TieredApiKeyCacheBackend)
+        assert isinstance(on_db3, TieredApiKeyCacheBackend)
+        assert on_db0.listener.channel == "game:apikey:invalidate"
+        assert on_db3.listener.channel == "game:apikey:db3:invalidate"
+    finally:
+        for backend in (on_db0, on_db3):
+            assert isinstance(backend, TieredApiKeyCacheBackend)
+            await backend.aclose()
+            await backend.shared.inner.client.aclose()  # type: ignore[attr-defined]
