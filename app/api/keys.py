@@ -76,9 +76,10 @@ async def revoke_key(prefix: KeyPrefix, service: ApiKeyServiceDep) -> RevokedKey
 @requires_scope(ADMIN)
 async def rotate_key(
     prefix: KeyPrefix,
+    request: Request,
     service: ApiKeyServiceDep,
     body: Annotated[RotateKeyRequest | None, Body()] = None,
 ) -> RotatedKeyOut:
     grace_seconds = 0 if body is None else body.grace_seconds
-    result = await service.rotate(checked_prefix(prefix), grace_seconds)
+    result = await service.rotate(checked_prefix(prefix), grace_seconds, issuer=caller_of(request))
     return RotatedKeyOut.of_result(result, utc_now())

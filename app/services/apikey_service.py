@@ -567,7 +567,9 @@ class ApiKeyService:
             raise UnknownKeyPrefix(prefix)
         return revocation
 
-    async def rotate(self, prefix: str, grace_seconds: int = 0) -> RotationResult:
+    async def rotate(
+        self, prefix: str, grace_seconds: int = 0, *, issuer: AuthenticatedKey | None = None
+    ) -> RotationResult:
         """Issue a successor with the same name and scopes; the old key expires after the grace.
 
         One transaction with a conditional update: a revoked, expired or already rotated key
@@ -579,6 +581,10 @@ class ApiKeyService:
         old = await self._repository.get_by_prefix(prefix)
         if old is None:
             raise UnknownKeyPrefix(prefix)
+        if issuer is not None:
+            # The successor copies the old key's scopes and expiry: the caller must be able to
+            # issue exactly that, or rotating a wider key would mint it a wider key.
+            check_issuance(issuer.scopes, issuer.expires_at, old.scopes, old.expires_at)
         committed_at = self._clock()
         grace_until = committed_at + timedelta(seconds=grace_seconds)
         for _attempt in range(5):

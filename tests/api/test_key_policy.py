@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from app.domain.errors import KeyPolicyViolation
-from tests.api.conftest import Api
+from tests.api.conftest import Api, ApiFactory
 
 ALL_SCOPES = ["admin", "read", "write"]
 
@@ -95,3 +95,27 @@ async def test_the_service_enforces_the_rule_for_any_issuer(api: Api) -> None:
     with pytest.raises(KeyPolicyViolation):
         await api.service.create("x", ["write"], 10, issuer=issuer)
     assert (await api.service.create("x", ["read"], 10, issuer=issuer)).record.scopes == ("read",)
+
+
+async def test_a_key_cannot_rotate_a_key_wider_or_longer_lived_than_itself(
+    make_api: ApiFactory, database_url: str
+) -> None:
+    """Rotation copies the old key's scopes and expiry to the successor: the same rule."""
+    api = await make_api(DATABASE_URL=database_url)
+    short_lived = await api.service.create("short", ["admin", "read", "write"], 60)
+    permanent = await api.create_key(["admin", "read", "write"], name="permanent")
+    narrow_admin = await api.service.create("narrow", ["admin"])
+    wide = await api.create_key(["read", "write"], name="wide")
+
+    by_short = await api.client.post(
+        f"/v1/keys/{permanent.record.prefix}/rotate", headers=api.auth(short_lived.plaintext)
+    )
+    by_narrow = await api.client.post(
+        f"/v1/keys/{wide.record.prefix}/rotate", headers=api.auth(narrow_admin.plaintext)
+    )
+    by_full_admin = await api.client.post(
+        f"/v1/keys/{wide.record.prefix}/rotate", headers=api.auth()
+    )
+
+    assert by_short.status_code == 422 and by_narrow.status_code == 422
+    assert by_full_admin.status_code == 201
