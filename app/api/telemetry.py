@@ -404,3 +404,6 @@ def attach_telemetry(telemetry: Telemetry, container: Container) -> None:
     an app driven without its lifespan counts requests and authentications only)."""
     attach_cache(telemetry, container.apikey_cache(), container.metrics())
     attach_database(telemetry, container.database_engine())
+    follower = container.apikey_service().follower
+    if follower is not None:
+        follower.on_progress = telemetry.set_revocation_log_lag

@@ -75,6 +75,9 @@ async def await_finality(
     shared_done = shared_done_by_us or not needs.shared
     pending: tuple[str, ...] = ()
     expected = acknowledged = 0
+    # Members once waited for that then dropped out of the live set: their lease lapsed.
+    waited_for: dict[str, str] = {}
+    lapsed: dict[str, str] = {}
     while True:
         now = wall_clock()
         registry_read = False
@@ -97,6 +100,11 @@ async def await_finality(
                 ]
                 pending = tuple(member.description for member in waiting)
                 acknowledged = expected - len(waiting)
+                live = {member.member_id for member in members}
+                for member_id, description in waited_for.items():
+                    if member_id not in live:
+                        lapsed[member_id] = description
+                waited_for = {member.member_id: member.description for member in waiting}
                 if not shared_done and all(m.applied_event_id >= event_id for m in members):
                     shared_done = True  # each one refuses the key whatever Redis still holds
             registry_read = True
@@ -105,11 +113,13 @@ async def await_finality(
         elapsed = time.monotonic() - started
         local_done = not needs.local or (registry_read and not pending)
         if shared_done and local_done:
+            how = "acknowledged by every live member" if needs.local else "shared tombstone"
             return Finality(
                 final=True,
-                how="acknowledged by every live member" if needs.local else "shared tombstone",
+                how="leases lapsed" if lapsed else how,
                 acknowledged=acknowledged,
-                expected=expected,
+                expected=expected + len(lapsed),
+                lapsed=tuple(lapsed.values()),
                 seconds=elapsed,
             )
         if shared_done and now >= leases_lapse_at:
@@ -118,8 +128,8 @@ async def await_finality(
                 final=True,
                 how="leases lapsed",
                 acknowledged=acknowledged,
-                expected=expected,
-                lapsed=pending,
+                expected=expected + len(lapsed),
+                lapsed=pending + tuple(lapsed.values()),
                 seconds=elapsed,
             )
         if time.monotonic() >= deadline:

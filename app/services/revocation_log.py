@@ -74,6 +74,8 @@ class RevocationFollower:
         self._task: asyncio.Task[None] | None = None
         self._first_poll: asyncio.Future[None] | None = None
         self._failing = False
+        self.on_progress: Callable[[float], None] | None = None
+        """Told after every poll how far behind the log this process is (seconds)."""
 
     @property
     def lease_seconds(self) -> float:
@@ -154,6 +156,8 @@ class RevocationFollower:
             first = self._first_poll
             if first is not None and not first.done():
                 first.set_result(None)
+            if self.on_progress is not None:
+                self.on_progress(self.lag_seconds() or 0.0)
             await asyncio.sleep(self._poll_interval)
 
     async def aclose(self) -> None:
