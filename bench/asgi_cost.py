@@ -67,10 +67,12 @@ async def _request(app: Any, path: str, key: str | None) -> int:
 async def measure(requests: int, rounds: int) -> dict[str, float]:
     from app.core.container import build_container
     from app.main import create_app
-    from app.repositories.memory import InMemoryApiKeyRepository
+    from app.repositories.memory import InMemoryApiKeyRepository, InMemoryEventLog
 
     container = build_container(bench_settings("memory", "redis://127.0.0.1:1/0", "bench:asgi:"))
-    container.apikey_repository.override(providers.Object(InMemoryApiKeyRepository()))
+    repository = InMemoryApiKeyRepository()
+    container.apikey_repository.override(providers.Object(repository))
+    container.event_log.override(providers.Object(InMemoryEventLog(repository)))
     key = (await container.apikey_service().create("asgi", ["admin"])).plaintext
     app = create_app(container=container)
     if await _request(app, "/v1/me", key) != 200:

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from app.core.container import Container, build_container
 from app.core.resources import close_container_resources
 from app.repositories.base import ApiKeyRepository
-from app.repositories.memory import InMemoryApiKeyRepository
+from app.repositories.memory import InMemoryApiKeyRepository, InMemoryEventLog
 from app.services.apikey_service import ApiKeyService
 from configs import Settings
 
@@ -88,6 +88,11 @@ async def open_service(
     container = build_container(bench_settings(backend, redis_url, prefix, **overrides))
     chosen = repository if repository is not None else InMemoryApiKeyRepository()
     container.apikey_repository.override(providers.Object(chosen))
+    # The event log beside the keys it logs: the hit path then pays for its lease check as a
+    # served worker does.
+    keys = getattr(chosen, "inner", chosen)
+    if isinstance(keys, InMemoryApiKeyRepository):
+        container.event_log.override(providers.Object(InMemoryEventLog(keys)))
     bench = BenchService(backend, container.apikey_service(), container, prefix)
     try:
         yield bench

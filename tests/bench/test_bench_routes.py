@@ -12,7 +12,7 @@ from dependency_injector import providers
 from app.api.bench_routes import RAW_GET_KEY_SUFFIX
 from app.core.container import Container, build_container
 from app.main import create_app
-from app.repositories.memory import InMemoryApiKeyRepository
+from app.repositories.memory import InMemoryApiKeyRepository, InMemoryEventLog
 from configs import Settings
 
 
@@ -26,7 +26,9 @@ def _container(fake_redis: fakeredis.FakeAsyncRedis, bench_routes: bool) -> Cont
     )
     container = build_container(settings)
     container.redis_client.override(providers.Object(fake_redis))
-    container.apikey_repository.override(providers.Object(InMemoryApiKeyRepository()))
+    repository = InMemoryApiKeyRepository()
+    container.apikey_repository.override(providers.Object(repository))
+    container.event_log.override(providers.Object(InMemoryEventLog(repository)))
     return container
 
 

@@ -10,7 +10,7 @@ from dependency_injector import providers
 from app.core.container import Container, build_container
 from app.domain.errors import InvalidApiKey
 from app.domain.keys import generate_api_key
-from app.repositories.memory import InMemoryApiKeyRepository
+from app.repositories.memory import InMemoryApiKeyRepository, InMemoryEventLog
 from app.services.apikey_cache_backend import InMemoryApiKeyCacheBackend
 from configs import Settings
 from tests.correctness.support import ControlledRepository
@@ -35,7 +35,9 @@ async def test_apikey_cache_max_entries_bounds_the_memory_backend(
     containers: list[Container],
 ) -> None:
     container = _container(containers, Settings(APIKEY_CACHE_MAX_ENTRIES=7))
-    container.apikey_repository.override(providers.Object(InMemoryApiKeyRepository()))
+    repository = InMemoryApiKeyRepository()
+    container.apikey_repository.override(providers.Object(repository))
+    container.event_log.override(providers.Object(InMemoryEventLog(repository)))
     cache = container.apikey_cache()
     assert isinstance(cache, InMemoryApiKeyCacheBackend)
     service = container.apikey_service()
@@ -54,6 +56,7 @@ async def test_the_negative_ttl_setting_reaches_the_service(
     container = _container(containers, Settings(APIKEY_NEGATIVE_TTL_SECONDS=negative_ttl))
     repository = ControlledRepository(InMemoryApiKeyRepository())
     container.apikey_repository.override(providers.Object(repository))
+    container.event_log.override(providers.Object(InMemoryEventLog(repository)))
     service = container.apikey_service()
     unknown = generate_api_key().plaintext
 
@@ -70,6 +73,7 @@ async def test_the_negative_max_entries_setting_bounds_the_negative_cache(
     container = _container(containers, Settings(APIKEY_NEGATIVE_MAX_ENTRIES=2))
     repository = ControlledRepository(InMemoryApiKeyRepository())
     container.apikey_repository.override(providers.Object(repository))
+    container.event_log.override(providers.Object(InMemoryEventLog(repository)))
     service = container.apikey_service()
     probes = [generate_api_key().plaintext for _ in range(3)]
 
