@@ -1,4 +1,4 @@
-"""The audit trail over HTTP: who created, revoked or rotated which key, on SQLite and PostgreSQL."""
+"""The audit trail over HTTP (SQLite and PostgreSQL): who created, revoked or rotated a key."""
 
 from __future__ import annotations
 
