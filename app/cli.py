@@ -22,7 +22,13 @@ from typing import NoReturn, TypeVar
 
 from pydantic import BaseModel, TypeAdapter
 
-from app.api.schemas import CreatedKeyOut, KeyListOut, RevokedKeyOut, RotatedKeyOut
+from app.api.schemas import (
+    AuditListOut,
+    CreatedKeyOut,
+    KeyListOut,
+    RevokedKeyOut,
+    RotatedKeyOut,
+)
 from app.core import log_setup
 from app.core.container import Container, build_container
 from app.core.log_setup import LogFormat
@@ -31,6 +37,7 @@ from app.domain.errors import GameApiError, RepositoryUnavailable
 from app.domain.keys import checked_prefix
 from app.domain.scopes import KNOWN_SCOPES
 from app.services.apikey_service import ApiKeyService, CreatedKey, utc_now
+from app.services.audit_pages import DEFAULT_AUDIT_PAGE_SIZE
 from app.services.cache_protocol import InvalidationReport
 from app.services.key_pages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from configs import ConfigError, Settings, load_settings
@@ -188,6 +195,42 @@ def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> None:
         expiry = result.old_record.expires_at
         print(f"  {prefix} stops working at {_when(expiry)}")
     _warn_unconfirmed(result.invalidation)
+
+
+def cmd_audit_list(settings: Settings, args: argparse.Namespace) -> None:
+    _require_database(settings)
+    page = _run_with_service(
+        settings,
+        lambda service: service.list_audit(
+            limit=args.limit, cursor=args.cursor, target_prefix=args.target
+        ),
+    )
+    listing = AuditListOut.of_page(page)
+    if args.json:
+        _print_json(listing)
+        return
+    rows = [
+        (
+            str(entry.id),
+            _when(entry.occurred_at),
+            entry.actor_prefix,
+            entry.action,
+            entry.target_prefix,
+            entry.detail or "-",
+            entry.request_id or "-",
+            entry.finality or "-",
+        )
+        for entry in listing.entries
+    ]
+    header = ("ID", "WHEN", "ACTOR", "ACTION", "TARGET", "DETAIL", "REQUEST", "FINALITY")
+    last = len(header) - 1
+    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(last)]
+    for row in [header, *rows]:
+        # As ``keys list``: two spaces between columns, the last (free text) not padded.
+        cells = [cell.ljust(width) for cell, width in zip(row[:last], widths, strict=True)]
+        print("  ".join([*cells, row[last]]))
+    if listing.next_cursor is not None:
+        print(f"next: {listing.next_cursor}")
 
 
 def cmd_cache_clear(settings: Settings, _args: argparse.Namespace) -> None:
@@ -399,6 +442,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long the old key keeps working",
     )  # fmt: skip
     rotate.set_defaults(handler=cmd_keys_rotate)
+
+    audit = commands.add_parser("audit", help="the audit trail").add_subparsers(
+        dest="audit_command", required=True, parser_class=_Parser
+    )
+    audit_list = audit.add_parser(
+        "list",
+        parents=[common, json_flag],
+        help="who created, revoked or rotated keys, newest first",
+    )
+    audit_list.add_argument("--target", metavar="PREFIX", help="only the actions on this key")
+    audit_list.add_argument(
+        "--limit", type=_positive, default=DEFAULT_AUDIT_PAGE_SIZE, metavar="N",
+        help=f"entries per page, at most {MAX_PAGE_SIZE} (default {DEFAULT_AUDIT_PAGE_SIZE})",
+    )  # fmt: skip
+    audit_list.add_argument(
+        "--cursor", metavar="C", help="continue after a previous page (its next cursor)"
+    )
+    audit_list.set_defaults(handler=cmd_audit_list)
 
     cache = commands.add_parser("cache", help="the key cache").add_subparsers(
         dest="cache_command", required=True, parser_class=_Parser

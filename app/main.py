@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI
 
-from app.api import bench_routes, health, keys, me
+from app.api import audit, bench_routes, health, keys, me
 from app.api.authentication import API_KEY_SCHEME_NAME, HEADER_NAME_STATE, KeyHeader
 from app.api.docs import install_docs
 from app.api.errors import register_error_handlers
@@ -105,7 +105,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     setattr(app.state, HEADER_NAME_STATE, KeyHeader.named(header_name))
     register_error_handlers(app)
     install_docs(app)
-    for router in (health.router, me.router, keys.router):
+    for router in (health.router, me.router, keys.router, audit.router):
         app.include_router(router)
     if with_bench_routes:
         app.include_router(bench_routes.router)

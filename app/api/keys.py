@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query, Request, status
 
+from app.api.audit import audit_actor, current_request_id
 from app.api.authentication import AuthenticatedRoute, caller_of, requires_scope
 from app.api.deps import ApiKeyServiceDep
 from app.api.error_schemas import VALIDATION_RESPONSE, Responses, error_response
@@ -37,7 +38,11 @@ async def create_key(
 ) -> CreatedKeyOut:
     """The caller may grant only scopes it holds, and no longer life than its own (422)."""
     created = await service.create(
-        body.name, body.scopes, body.expires_in, issuer=caller_of(request)
+        body.name,
+        body.scopes,
+        body.expires_in,
+        issuer=caller_of(request),
+        request_id=current_request_id(),
     )
     return CreatedKeyOut.of(created)
 
@@ -63,8 +68,10 @@ async def list_keys(
 
 @router.post("/{prefix}/revoke", responses=NOT_FOUND)
 @requires_scope(ADMIN)
-async def revoke_key(prefix: KeyPrefix, service: ApiKeyServiceDep) -> RevokedKeyOut:
-    result = await service.revoke(checked_prefix(prefix))
+async def revoke_key(
+    request: Request, prefix: KeyPrefix, service: ApiKeyServiceDep
+) -> RevokedKeyOut:
+    result = await service.revoke(checked_prefix(prefix), actor=audit_actor(request))
     return RevokedKeyOut.of_result(result, utc_now())
 
 
@@ -75,11 +82,16 @@ async def revoke_key(prefix: KeyPrefix, service: ApiKeyServiceDep) -> RevokedKey
 )
 @requires_scope(ADMIN)
 async def rotate_key(
-    prefix: KeyPrefix,
     request: Request,
+    prefix: KeyPrefix,
     service: ApiKeyServiceDep,
     body: Annotated[RotateKeyRequest | None, Body()] = None,
 ) -> RotatedKeyOut:
     grace_seconds = 0 if body is None else body.grace_seconds
-    result = await service.rotate(checked_prefix(prefix), grace_seconds, issuer=caller_of(request))
+    result = await service.rotate(
+        checked_prefix(prefix),
+        grace_seconds,
+        issuer=caller_of(request),
+        actor=audit_actor(request),
+    )
     return RotatedKeyOut.of_result(result, utc_now())

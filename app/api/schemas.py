@@ -16,7 +16,7 @@ from pydantic_core import PydanticCustomError
 
 from app.domain.errors import InvalidKeyRequest
 from app.domain.scopes import KNOWN_SCOPES
-from app.repositories.base import ApiKeyRecord
+from app.repositories.base import ApiKeyRecord, AuditEntry
 from app.services.apikey_service import (
     MAX_EXPIRES_IN_SECONDS,
     MAX_GRACE_SECONDS,
@@ -26,6 +26,7 @@ from app.services.apikey_service import (
     RotationResult,
     validate_scopes,
 )
+from app.services.audit_pages import AuditPage
 from app.services.cache_protocol import InvalidationReport, InvalidationScope
 from app.services.key_pages import KeyPage
 from app.services.revocation_finality import Finality
@@ -225,4 +226,47 @@ class RotatedKeyOut(CreatedKeyOut):
             old_key=KeyOut.of(result.old_record, now),
             cache_invalidation=CacheInvalidationOut.of(result.invalidation),
             finality=FinalityOut.of(result.finality),
+        )
+
+
+class AuditEntryOut(BaseModel):
+    """One admin action. Prefixes only: never a key or its digest."""
+
+    id: int
+    occurred_at: datetime
+    actor_prefix: str = Field(description="The calling key's prefix, or 'cli' (command line)")
+    action: str = Field(description="'created', 'revoked' or 'rotated'")
+    target_prefix: str
+    detail: str | None = Field(description="For 'rotated', the successor's prefix")
+    request_id: str | None = Field(description="The HTTP request's X-Request-ID")
+    finality: str | None = Field(
+        description="How the change became final everywhere; null until known (or for 'created')"
+    )
+
+    @classmethod
+    def of(cls, entry: AuditEntry) -> AuditEntryOut:
+        return cls(
+            id=entry.id,
+            occurred_at=entry.occurred_at,
+            actor_prefix=entry.actor_prefix,
+            action=entry.action,
+            target_prefix=entry.target_prefix,
+            detail=entry.detail,
+            request_id=entry.request_id,
+            finality=entry.finality,
+        )
+
+
+class AuditListOut(BaseModel):
+    entries: list[AuditEntryOut]
+    next_cursor: str | None = Field(
+        default=None,
+        description="Pass as `cursor` for the next (older) page; null on the last page",
+    )
+
+    @classmethod
+    def of_page(cls, page: AuditPage) -> AuditListOut:
+        return cls(
+            entries=[AuditEntryOut.of(entry) for entry in page.entries],
+            next_cursor=page.next_cursor,
         )

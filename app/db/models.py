@@ -80,3 +80,30 @@ class MemberRow(Base):
     description: Mapped[str] = mapped_column(String(200))
     applied_event_id: Mapped[int] = mapped_column(EVENT_ID)
     lease_until: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+
+
+class AuditRow(Base):
+    """One admin action (created, revoked, rotated), written in the transaction of the change.
+
+    ``finality`` is the exception: how a revocation (or rotation) became final is known only
+    after the wait that follows the commit, so it is NULL until a statement of its own fills it.
+    No digest, no plaintext: the trail is read by people.
+    """
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        # "Actions on this key", newest first from a cursor: one range read (migration 0004).
+        # The unfiltered listing reads the primary key, which is the index on ``id``.
+        Index("ix_audit_log_target_prefix_id", "target_prefix", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(EVENT_ID, primary_key=True, autoincrement=True)
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # The calling key's public prefix, or "cli" for the operator command line.
+    actor_prefix: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(16))
+    target_prefix: Mapped[str] = mapped_column(String(32))
+    # For a rotation, the successor's prefix.
+    detail: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    finality: Mapped[str | None] = mapped_column(String(200), nullable=True)

@@ -32,13 +32,51 @@ class ApiKeyRecord:
         return self.expires_at is None or now < self.expires_at
 
 
+OPERATOR_ACTOR_PREFIX = "cli"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditActor:
+    """Who asked for a change, as the audit trail records it.
+
+    ``prefix`` is the calling key's public prefix, or ``cli`` for the operator command line
+    (which can write to the database anyway, so it has no key). ``request_id`` ties the row to
+    the HTTP request's log lines; a plain string, so the service needs nothing from the API.
+    """
+
+    prefix: str
+    request_id: str | None = None
+
+
+OPERATOR = AuditActor(OPERATOR_ACTOR_PREFIX)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One admin action of the audit trail. Never a key's plaintext or digest."""
+
+    id: int
+    occurred_at: datetime
+    actor_prefix: str
+    action: str
+    target_prefix: str
+    detail: str | None
+    request_id: str | None
+    finality: str | None
+
+
 @dataclass(frozen=True, slots=True)
 class Revocation:
-    """A committed revocation and the event that carries it to every process."""
+    """A committed revocation, the event that carries it to every process, and its audit row.
+
+    ``audit_id`` is the row of the revocation that took effect, a repeat's included (0 when
+    there is none, e.g. a key revoked before the audit trail existed).
+    """
 
     record: ApiKeyRecord
     event_id: int
     newly_revoked: bool
+    audit_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +86,7 @@ class Rotation:
     old: ApiKeyRecord
     new: ApiKeyRecord
     event_id: int
+    audit_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +113,9 @@ class MemberState:
 class ApiKeyRepository(Protocol):
     """Database access for keys. Every method raises ``RepositoryUnavailable`` on outage."""
 
-    async def add(self, record: ApiKeyRecord) -> None:
-        """Insert a new key; ``DuplicateKey`` when its prefix or digest exists."""
+    async def add(self, record: ApiKeyRecord, *, actor: AuditActor = OPERATOR) -> None:
+        """Insert a new key and its ``created`` audit row in one transaction; ``DuplicateKey``
+        when its prefix or digest exists."""
         ...
 
     async def get_by_digest(self, digest: str) -> ApiKeyRecord | None: ...
@@ -102,24 +142,47 @@ class ApiKeyRepository(Protocol):
         """Whether a key with the ``admin`` scope is neither revoked nor expired at ``now``."""
         ...
 
-    async def revoke(self, prefix: str, at: datetime) -> Revocation | None:
-        """Mark revoked and log a ``revoked`` event, in one transaction; ``None`` if unknown.
+    async def revoke(
+        self, prefix: str, at: datetime, *, actor: AuditActor = OPERATOR
+    ) -> Revocation | None:
+        """Mark revoked, log a ``revoked`` event and a ``revoked`` audit row, in one transaction;
+        ``None`` if unknown.
 
         Idempotent: the first revocation time is kept, and a repeat logs nothing new (its
-        ``event_id`` is the original revocation's).
+        ``event_id`` and ``audit_id`` are the original revocation's).
         """
         ...
 
     async def rotate(
-        self, prefix: str, successor: ApiKeyRecord, grace_until: datetime, now: datetime
+        self,
+        prefix: str,
+        successor: ApiKeyRecord,
+        grace_until: datetime,
+        now: datetime,
+        *,
+        actor: AuditActor = OPERATOR,
     ) -> Rotation:
         """Issue ``successor`` and bring the old key's expiry forward to ``grace_until``, with a
-        ``rotated`` event, in one transaction with a conditional update.
+        ``rotated`` event and audit row (its detail: the successor's prefix), in one transaction
+        with a conditional update.
 
         Raises ``UnknownKeyPrefix``; ``KeyNotActive`` (naming the successor, if any) when the
         key is revoked, expired or already rotated; ``DuplicateKey`` when the successor's
         prefix or digest exists.
         """
+        ...
+
+    async def record_finality(self, audit_id: int, how: str) -> None:
+        """Fill in how a change became final, once: known only after the change committed (the
+        wait for finality happens outside its transaction), so this is a statement of its own
+        and a row keeps the first answer it was given."""
+        ...
+
+    async def list_audit(
+        self, *, limit: int, before_id: int | None = None, target_prefix: str | None = None
+    ) -> list[AuditEntry]:
+        """At most ``limit`` audit rows, newest first, with an id below ``before_id``;
+        ``target_prefix``: only the actions on that key. One indexed range read."""
         ...
 
     async def ping(self) -> None:

@@ -8,7 +8,10 @@ from datetime import datetime
 from app.domain.errors import DuplicateKey, KeyNotActive, UnknownKeyPrefix
 from app.domain.scopes import ADMIN
 from app.repositories.base import (
+    OPERATOR,
     ApiKeyRecord,
+    AuditActor,
+    AuditEntry,
     KeyEvent,
     KeyPosition,
     MemberState,
@@ -25,12 +28,39 @@ class InMemoryApiKeyRepository:
         self._prefix_by_digest: dict[str, str] = {}
         self._successors: dict[str, str] = {}
         self.events: list[KeyEvent] = []
+        self.audit: list[AuditEntry] = []
 
-    async def add(self, record: ApiKeyRecord) -> None:
+    async def add(self, record: ApiKeyRecord, *, actor: AuditActor = OPERATOR) -> None:
+        self._insert(record)
+        self._audit(actor, "created", record.prefix, record.created_at)
+
+    def _insert(self, record: ApiKeyRecord) -> None:
         if record.prefix in self._by_prefix or record.digest in self._prefix_by_digest:
             raise DuplicateKey(record.prefix)
         self._by_prefix[record.prefix] = record
         self._prefix_by_digest[record.digest] = record.prefix
+
+    def _audit(
+        self,
+        actor: AuditActor,
+        action: str,
+        target_prefix: str,
+        at: datetime,
+        detail: str | None = None,
+    ) -> int:
+        """Appended only after every check passed: nothing else can fail, as in one transaction."""
+        entry = AuditEntry(
+            id=len(self.audit) + 1,
+            occurred_at=at,
+            actor_prefix=actor.prefix,
+            action=action,
+            target_prefix=target_prefix,
+            detail=detail,
+            request_id=actor.request_id,
+            finality=None,
+        )
+        self.audit.append(entry)
+        return entry.id
 
     async def get_by_digest(self, digest: str) -> ApiKeyRecord | None:
         prefix = self._prefix_by_digest.get(digest)
@@ -59,19 +89,42 @@ class InMemoryApiKeyRepository:
     async def has_active_admin(self, now: datetime) -> bool:
         return any(ADMIN in r.scopes and r.is_active(now) for r in self._by_prefix.values())
 
-    async def revoke(self, prefix: str, at: datetime) -> Revocation | None:
+    async def revoke(
+        self, prefix: str, at: datetime, *, actor: AuditActor = OPERATOR
+    ) -> Revocation | None:
         record = self._by_prefix.get(prefix)
         if record is None:
             return None
         if record.revoked_at is not None:
             previous = [event.id for event in self.events if event.prefix == prefix]
-            return Revocation(record=record, event_id=max(previous, default=0), newly_revoked=False)
+            audited = [
+                entry.id
+                for entry in self.audit
+                if entry.target_prefix == prefix and entry.action == "revoked"
+            ]
+            return Revocation(
+                record=record,
+                event_id=max(previous, default=0),
+                newly_revoked=False,
+                audit_id=min(audited, default=0),
+            )
         record = dataclasses.replace(record, revoked_at=at)
         self._by_prefix[prefix] = record
-        return Revocation(record=record, event_id=self._log(record, "revoked"), newly_revoked=True)
+        return Revocation(
+            record=record,
+            event_id=self._log(record, "revoked"),
+            newly_revoked=True,
+            audit_id=self._audit(actor, "revoked", prefix, at),
+        )
 
     async def rotate(
-        self, prefix: str, successor: ApiKeyRecord, grace_until: datetime, now: datetime
+        self,
+        prefix: str,
+        successor: ApiKeyRecord,
+        grace_until: datetime,
+        now: datetime,
+        *,
+        actor: AuditActor = OPERATOR,
     ) -> Rotation:
         old = self._by_prefix.get(prefix)
         if old is None:
@@ -86,11 +139,16 @@ class InMemoryApiKeyRepository:
             else old.expires_at
         )
         new = dataclasses.replace(successor, expires_at=old.expires_at)
-        await self.add(new)
+        self._insert(new)
         old = dataclasses.replace(old, expires_at=narrowed)
         self._by_prefix[prefix] = old
         self._successors[prefix] = new.prefix
-        return Rotation(old=old, new=new, event_id=self._log(old, "rotated"))
+        return Rotation(
+            old=old,
+            new=new,
+            event_id=self._log(old, "rotated"),
+            audit_id=self._audit(actor, "rotated", prefix, now, detail=new.prefix),
+        )
 
     def _log(self, record: ApiKeyRecord, kind: str) -> int:
         event = KeyEvent(
@@ -102,6 +160,23 @@ class InMemoryApiKeyRepository:
         )
         self.events.append(event)
         return event.id
+
+    async def record_finality(self, audit_id: int, how: str) -> None:
+        if 0 < audit_id <= len(self.audit) and self.audit[audit_id - 1].finality is None:
+            self.audit[audit_id - 1] = dataclasses.replace(
+                self.audit[audit_id - 1], finality=how[:200]
+            )
+
+    async def list_audit(
+        self, *, limit: int, before_id: int | None = None, target_prefix: str | None = None
+    ) -> list[AuditEntry]:
+        chosen = [
+            entry
+            for entry in reversed(self.audit)
+            if (before_id is None or entry.id < before_id)
+            and (target_prefix is None or entry.target_prefix == target_prefix)
+        ]
+        return chosen[:limit]
 
     async def ping(self) -> None:
         return None

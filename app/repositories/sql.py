@@ -19,11 +19,14 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
-from app.db.models import ApiKeyRow, KeyEventRow, MemberRow
+from app.db.models import ApiKeyRow, AuditRow, KeyEventRow, MemberRow
 from app.db.types import UtcDateTime
 from app.domain.errors import DuplicateKey, KeyNotActive, RepositoryUnavailable, UnknownKeyPrefix
 from app.repositories.base import (
+    OPERATOR,
     ApiKeyRecord,
+    AuditActor,
+    AuditEntry,
     KeyEvent,
     KeyPosition,
     MemberState,
@@ -100,6 +103,50 @@ async def _last_event_of(session: AsyncSession, prefix: str) -> int:
     return int(last or 0)
 
 
+def _audit(
+    session: AsyncSession,
+    actor: AuditActor,
+    action: str,
+    target_prefix: str,
+    at: datetime,
+    detail: str | None = None,
+) -> AuditRow:
+    """Add the audit row of a change to the change's own session (so its transaction)."""
+    row = AuditRow(
+        occurred_at=at,
+        actor_prefix=actor.prefix,
+        action=action,
+        target_prefix=target_prefix,
+        detail=detail,
+        request_id=actor.request_id,
+    )
+    session.add(row)
+    return row
+
+
+async def _audit_id_of(session: AsyncSession, action: str, target_prefix: str) -> int:
+    """The row of the one ``action`` that took effect on a key (0 when it predates the trail)."""
+    found = await session.scalar(
+        select(func.min(AuditRow.id)).where(
+            AuditRow.target_prefix == target_prefix, AuditRow.action == action
+        )
+    )
+    return int(found or 0)
+
+
+def _to_audit_entry(row: AuditRow) -> AuditEntry:
+    return AuditEntry(
+        id=row.id,
+        occurred_at=row.occurred_at,
+        actor_prefix=row.actor_prefix,
+        action=row.action,
+        target_prefix=row.target_prefix,
+        detail=row.detail,
+        request_id=row.request_id,
+        finality=row.finality,
+    )
+
+
 def _to_event(row: KeyEventRow) -> KeyEvent:
     return KeyEvent(
         id=row.id,
@@ -138,9 +185,10 @@ class SqlApiKeyRepository:
             logger.warning("database unavailable: %s", type(exc).__name__)
             raise RepositoryUnavailable(f"database unavailable ({type(exc).__name__})") from exc
 
-    async def add(self, record: ApiKeyRecord) -> None:
+    async def add(self, record: ApiKeyRecord, *, actor: AuditActor = OPERATOR) -> None:
         async with self._session() as session:
             session.add(_to_row(record))
+            _audit(session, actor, "created", record.prefix, record.created_at)
             try:
                 await session.commit()
             except IntegrityError:
@@ -204,7 +252,9 @@ class SqlApiKeyRepository:
         async with self._session() as session:
             return (await session.scalar(query)) is not None
 
-    async def revoke(self, prefix: str, at: datetime) -> Revocation | None:
+    async def revoke(
+        self, prefix: str, at: datetime, *, actor: AuditActor = OPERATOR
+    ) -> Revocation | None:
         async with self._session() as session:
             await _serialize_event_writes(session)
             updated = await session.execute(
@@ -218,16 +268,33 @@ class SqlApiKeyRepository:
                 return None
             if _rowcount(updated) == 1:
                 event_id = await _log_event(session, row, "revoked", at)
+                audit = _audit(session, actor, "revoked", prefix, at)
+                await session.flush()
+                audit_id = audit.id
                 newly_revoked = True
             else:
+                # A repeat changes nothing, so it is no action of its own: the trail keeps the
+                # revocation that took effect (and who made it).
                 event_id = await _last_event_of(session, prefix)
+                audit_id = await _audit_id_of(session, "revoked", prefix)
                 newly_revoked = False
             record = _to_record(row)
             await session.commit()
-            return Revocation(record=record, event_id=event_id, newly_revoked=newly_revoked)
+            return Revocation(
+                record=record,
+                event_id=event_id,
+                newly_revoked=newly_revoked,
+                audit_id=audit_id,
+            )
 
     async def rotate(
-        self, prefix: str, successor: ApiKeyRecord, grace_until: datetime, now: datetime
+        self,
+        prefix: str,
+        successor: ApiKeyRecord,
+        grace_until: datetime,
+        now: datetime,
+        *,
+        actor: AuditActor = OPERATOR,
     ) -> Rotation:
         async with self._session() as session:
             await _serialize_event_writes(session)
@@ -265,11 +332,41 @@ class SqlApiKeyRepository:
             row = await session.get(ApiKeyRow, prefix, populate_existing=True)
             assert row is not None
             event_id = await _log_event(session, row, "rotated", now)
+            audit = _audit(session, actor, "rotated", prefix, now, detail=successor.prefix)
+            await session.flush()
             new_row = await session.get(ApiKeyRow, successor.prefix)
             assert new_row is not None
-            rotation = Rotation(old=_to_record(row), new=_to_record(new_row), event_id=event_id)
+            rotation = Rotation(
+                old=_to_record(row),
+                new=_to_record(new_row),
+                event_id=event_id,
+                audit_id=audit.id,
+            )
             await session.commit()
             return rotation
+
+    async def record_finality(self, audit_id: int, how: str) -> None:
+        async with self._session() as session:
+            await session.execute(
+                update(AuditRow)
+                .where(AuditRow.id == audit_id, AuditRow.finality.is_(None))
+                .values(finality=how[:200])
+            )
+            await session.commit()
+
+    async def list_audit(
+        self, *, limit: int, before_id: int | None = None, target_prefix: str | None = None
+    ) -> list[AuditEntry]:
+        """A backwards range read of the primary key, or of ``ix_audit_log_target_prefix_id``
+        when filtered by target."""
+        query = select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
+        if before_id is not None:
+            query = query.where(AuditRow.id < before_id)
+        if target_prefix is not None:
+            query = query.where(AuditRow.target_prefix == target_prefix)
+        async with self._session() as session:
+            rows = await session.scalars(query)
+            return [_to_audit_entry(row) for row in rows]
 
     async def ping(self) -> None:
         async with self._session() as session:

@@ -50,12 +50,15 @@ from app.domain.keys import (
 )
 from app.domain.scopes import KNOWN_SCOPES
 from app.repositories.base import (
+    OPERATOR,
     ApiKeyRecord,
     ApiKeyRepository,
+    AuditActor,
     EventLogRepository,
     KeyEvent,
     Revocation,
 )
+from app.services.audit_pages import DEFAULT_AUDIT_PAGE_SIZE, AuditPage, audit_page
 from app.services.bounded_ttl_map import BoundedTtlMap
 from app.services.cache_budget import close_budget, open_budget
 from app.services.cache_protocol import (
@@ -452,12 +455,14 @@ class ApiKeyService:
         expires_in_seconds: int | None = None,
         *,
         issuer: AuthenticatedKey | None = None,
+        request_id: str | None = None,
     ) -> CreatedKey:
         """Store a new key's digest and return the plaintext, which is never stored.
 
         ``issuer`` is the key asking (an HTTP caller): it may only grant what it holds and the
         new key may not outlive it (``check_issuance``). ``None`` is the operator command line,
-        which is trusted: it can write to the database anyway.
+        which is trusted: it can write to the database anyway. The audit trail records the
+        issuer's prefix (or ``cli``) and ``request_id`` with the key, in its transaction.
         """
         if not _NAME_PATTERN.fullmatch(name):
             raise InvalidKeyRequest(
@@ -474,10 +479,11 @@ class ApiKeyService:
             expires_at = self._clock() + timedelta(seconds=expires_in_seconds)
         if issuer is not None:
             check_issuance(issuer.scopes, issuer.expires_at, chosen_scopes, expires_at)
-        return await self._store_new_key(name, chosen_scopes, expires_at)
+        actor = OPERATOR if issuer is None else AuditActor(issuer.prefix, request_id)
+        return await self._store_new_key(name, chosen_scopes, expires_at, actor)
 
     async def _store_new_key(
-        self, name: str, scopes: tuple[str, ...], expires_at: datetime | None
+        self, name: str, scopes: tuple[str, ...], expires_at: datetime | None, actor: AuditActor
     ) -> CreatedKey:
         for _attempt in range(5):
             parsed = self._key_generator()
@@ -490,7 +496,7 @@ class ApiKeyService:
                 digest=digest(parsed.plaintext),
             )
             try:
-                await self._repository.add(record)
+                await self._repository.add(record, actor=actor)
             except DuplicateKey:
                 continue
             self._welcome(record)
@@ -519,15 +525,28 @@ class ApiKeyService:
             name_prefix=name_prefix,
         )
 
+    async def list_audit(
+        self,
+        *,
+        limit: int = DEFAULT_AUDIT_PAGE_SIZE,
+        cursor: str | None = None,
+        target_prefix: str | None = None,
+    ) -> AuditPage:
+        """One page of the audit trail, newest first (``app.services.audit_pages``)."""
+        return await audit_page(
+            self._repository, limit=limit, cursor=cursor, target_prefix=target_prefix
+        )
+
     async def has_active_admin(self) -> bool:
         """Whether any key with the ``admin`` scope is neither revoked nor expired (one query)."""
         return await self._repository.has_active_admin(self._clock())
 
-    async def revoke(self, prefix: str) -> RevocationResult:
-        """Commit the revocation with its event, replace every cached copy with a tombstone,
-        and return once it is final everywhere (``RevocationNotFinal`` past the bound)."""
+    async def revoke(self, prefix: str, *, actor: AuditActor | None = None) -> RevocationResult:
+        """Commit the revocation with its event and audit row, replace every cached copy with a
+        tombstone, and return once it is final everywhere (``RevocationNotFinal`` past the
+        bound). ``actor``: who asks, for the audit trail; ``None`` is the command line."""
         committed_at = self._clock()
-        revocation = await self._commit_revocation(prefix, committed_at)
+        revocation = await self._commit_revocation(prefix, committed_at, actor or OPERATOR)
         record = revocation.record
         event = KeyEvent(
             id=revocation.event_id,
@@ -542,6 +561,7 @@ class ApiKeyService:
             record, tombstone, self._cache_ttl, action="revoked"
         )
         finality = await self._finality(event, report, shared_written, committed_at)
+        await self._audit_finality(revocation.audit_id, finality)
         logger.info(
             "revoked API key %s (cache: %s; %s in %.3fs)",
             prefix,
@@ -556,25 +576,31 @@ class ApiKeyService:
             )
         return RevocationResult(record=record, invalidation=report, finality=finality)
 
-    async def _commit_revocation(self, prefix: str, at: datetime) -> Revocation:
+    async def _commit_revocation(self, prefix: str, at: datetime, actor: AuditActor) -> Revocation:
         try:
-            revocation = await self._repository.revoke(prefix, at)
+            revocation = await self._repository.revoke(prefix, at, actor=actor)
         except RepositoryUnavailable:
             # The deadline may have fired after the commit: ask again (revoke is idempotent),
             # so a committed revocation is never answered as if it had not happened.
-            revocation = await self._repository.revoke(prefix, at)
+            revocation = await self._repository.revoke(prefix, at, actor=actor)
         if revocation is None:
             raise UnknownKeyPrefix(prefix)
         return revocation
 
     async def rotate(
-        self, prefix: str, grace_seconds: int = 0, *, issuer: AuthenticatedKey | None = None
+        self,
+        prefix: str,
+        grace_seconds: int = 0,
+        *,
+        issuer: AuthenticatedKey | None = None,
+        actor: AuditActor | None = None,
     ) -> RotationResult:
         """Issue a successor with the same name and scopes; the old key expires after the grace.
 
         One transaction with a conditional update: a revoked, expired or already rotated key
         cannot be rotated (``KeyNotActive`` naming the successor), two concurrent rotations
         yield one successor, and the successor keeps the old key's own expiry, never its grace.
+        The audit row (``actor``, ``None`` being the command line) is in that transaction.
         """
         if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
             raise InvalidKeyRequest(f"grace must be between 0 and {MAX_GRACE_SECONDS} seconds")
@@ -599,7 +625,7 @@ class ApiKeyService:
             )
             try:
                 rotation = await self._repository.rotate(
-                    prefix, successor, grace_until, committed_at
+                    prefix, successor, grace_until, committed_at, actor=actor or OPERATOR
                 )
             except DuplicateKey:
                 continue
@@ -624,6 +650,7 @@ class ApiKeyService:
         # The successor exists and its plaintext is in hand: never lose it to a slow
         # finality; the answer says how far the narrowing of the old key reached.
         finality = await self._finality(event, report, shared_written, committed_at)
+        await self._audit_finality(rotation.audit_id, finality)
         logger.info(
             "rotated API key %s to %s (grace %ss, cache: %s; %s)",
             prefix,
@@ -635,6 +662,20 @@ class ApiKeyService:
         return RotationResult(
             new_key=new_key, old_record=updated, invalidation=report, finality=finality
         )
+
+    async def _audit_finality(self, audit_id: int, finality: Finality) -> None:
+        """Complete the change's audit row with how it became final (or did not, in time).
+
+        A statement of its own, after the wait: the change and its row committed together
+        already. Failing to write it must not turn a committed change into an error.
+        """
+        if audit_id <= 0:
+            return
+        how = finality.how if finality.final else f"not final: {finality.how}"
+        try:
+            await self._repository.record_finality(audit_id, how)
+        except RepositoryUnavailable:
+            logger.warning("could not record the finality of audit entry %s", audit_id)
 
     def _welcome(self, record: ApiKeyRecord) -> None:
         """A new key: a probe in flight with a stale "unknown" must not be joined or recorded."""

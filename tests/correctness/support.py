@@ -16,7 +16,15 @@ from types import SimpleNamespace
 from typing import Any
 
 from app.domain.errors import RepositoryUnavailable
-from app.repositories.base import ApiKeyRecord, ApiKeyRepository, Revocation, Rotation
+from app.repositories.base import (
+    OPERATOR,
+    ApiKeyRecord,
+    ApiKeyRepository,
+    AuditActor,
+    AuditEntry,
+    Revocation,
+    Rotation,
+)
 from app.repositories.memory import InMemoryApiKeyRepository
 from app.services.cache_protocol import CoherentCacheBackend, InvalidationReport
 
@@ -59,9 +67,9 @@ class ControlledRepository:
         if self.unavailable:
             raise RepositoryUnavailable("database unreachable (test)")
 
-    async def add(self, record: ApiKeyRecord) -> None:
+    async def add(self, record: ApiKeyRecord, *, actor: AuditActor = OPERATOR) -> None:
         self._enter("add")
-        await self.inner.add(record)
+        await self.inner.add(record, actor=actor)
 
     async def get_by_digest(self, digest: str) -> ApiKeyRecord | None:
         self._enter("get_by_digest")
@@ -83,15 +91,31 @@ class ControlledRepository:
         self._enter("has_active_admin")
         return await self.inner.has_active_admin(now)
 
-    async def revoke(self, prefix: str, at: datetime) -> Revocation | None:
+    async def revoke(
+        self, prefix: str, at: datetime, *, actor: AuditActor = OPERATOR
+    ) -> Revocation | None:
         self._enter("revoke")
-        return await self.inner.revoke(prefix, at)
+        return await self.inner.revoke(prefix, at, actor=actor)
 
     async def rotate(
-        self, prefix: str, successor: ApiKeyRecord, grace_until: datetime, now: datetime
+        self,
+        prefix: str,
+        successor: ApiKeyRecord,
+        grace_until: datetime,
+        now: datetime,
+        *,
+        actor: AuditActor = OPERATOR,
     ) -> Rotation:
         self._enter("rotate")
-        return await self.inner.rotate(prefix, successor, grace_until, now)
+        return await self.inner.rotate(prefix, successor, grace_until, now, actor=actor)
+
+    async def record_finality(self, audit_id: int, how: str) -> None:
+        self._enter("record_finality")
+        await self.inner.record_finality(audit_id, how)
+
+    async def list_audit(self, **query: Any) -> list[AuditEntry]:
+        self._enter("list_audit")
+        return await self.inner.list_audit(**query)
 
     async def ping(self) -> None:
         self._enter("ping")

@@ -6,12 +6,13 @@ import asyncio
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from app.domain.errors import InvalidApiKey, InvalidKeyRequest, KeyNotActive, UnknownKeyPrefix
 from app.domain.keys import digest
-from app.repositories.base import ApiKeyRecord
+from app.repositories.base import ApiKeyRecord, Revocation
 from app.repositories.memory import InMemoryApiKeyRepository
 from app.services.apikey_cache_backend import InMemoryApiKeyCacheBackend
 from app.services.apikey_service import ApiKeyService
@@ -123,9 +124,9 @@ async def test_revoke_commits_then_invalidates(
     original_revoke = repository.revoke
     original_invalidate = cache.invalidate
 
-    async def recording_revoke(prefix: str, at: datetime) -> ApiKeyRecord | None:
+    async def recording_revoke(prefix: str, at: datetime, **audit: Any) -> Revocation | None:
         events.append("repository.revoke")
-        return await original_revoke(prefix, at)
+        return await original_revoke(prefix, at, **audit)
 
     async def recording_invalidate(
         key: str, replacement: SimpleNamespace | None, ttl: int

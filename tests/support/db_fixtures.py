@@ -29,5 +29,5 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return migrated_sqlite_url(tmp_path)
     url: str = request.getfixturevalue("module_postgres_url")
-    run_sql(url, "DELETE FROM api_keys")
+    run_sql(url, "DELETE FROM api_keys", "DELETE FROM audit_log")
     return url
