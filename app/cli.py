@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import json
 import os
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import NoReturn, TypeVar
 
@@ -265,10 +266,11 @@ def _upgrade(settings: Settings) -> None:
 
     url = settings.DATABASE_URL.get_secret_value()
     shown = settings.database_url_for_display()
-    print(f"database: {shown}")
+    say = _announcer(settings)
+    say(f"database: {shown}")
     path = sqlite_file(url)
     if path is not None and not path.exists():
-        print(f"creating a new SQLite database at {path.resolve()}")
+        say(f"creating a new SQLite database at {path.resolve()}")
     try:
         before = current_revision(url)
         upgrade_database(url)
@@ -282,10 +284,24 @@ def _upgrade(settings: Settings) -> None:
         ) from exc
     if applied:
         plural = "migration" if applied == 1 else "migrations"
-        print(f"applied {applied} {plural} (now at {after})")
+        say(f"applied {applied} {plural} (now at {after})")
     else:
-        print(f"database schema already up to date ({after})")
+        say(f"database schema already up to date ({after})")
     sys.stdout.flush()
+
+
+def _announcer(settings: Settings) -> Callable[[str], None]:
+    """Lines for the operator: plain on a terminal, log events when the logs are JSON (so that
+    ``serve``'s output stays one parseable format)."""
+    if settings.LOG_FORMAT != "json":
+        return print
+
+    def as_event(message: str) -> None:
+        stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        event = {"event": message, "logger": "game_api.cli", "level": "info", "timestamp": stamp}
+        print(json.dumps(event))
+
+    return as_event
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -708,6 +708,10 @@ class ApiKeyService:
             if event.kind == "revoked":
                 tombstone = SimpleNamespace(apiKey=event.prefix, active=False)
                 await self._cache.write_tombstone(event.digest, tombstone, self._cache_ttl)
+                if self._records is not None:
+                    record = await self._repository.get_by_prefix(event.prefix)
+                    if record is not None:
+                        await self._records.replace(event.digest, record, self._cache_ttl)
             else:
                 await self._refill_from_database(event)
         except Exception as exc:
@@ -790,8 +794,9 @@ class ApiKeyService:
             report = await self._cache.invalidate(
                 record.digest, replacement if ttl_seconds > 0 else None, ttl_seconds
             )
-            if self._records is not None and replacement.active:
-                # The record beside the value must narrow with it (a rotation's new expiry).
+            if self._records is not None:
+                # The signed record narrows with the value (a rotation's new expiry, or the
+                # revocation itself): a value rewritten by someone else still meets it.
                 await self._records.replace(record.digest, record, ttl_seconds)
         except Exception as exc:
             self.metrics.invalidation_failures += 1

@@ -196,7 +196,9 @@ def test_redis_is_a_cache_never_an_authority_on_every_worker(
         assert answers_of_every_worker(server, cached["key"]) == {200}
         assert answers_of_every_worker(server, admin_key) == {200}
         assert answers_of_every_worker(server, uncached["key"]) == {503}
-        assert answers_of_every_worker(server, doomed["key"]) == {401}
+        # Its value and record were both rewritten by the attacker: with the database away, a
+        # worker that did not see the revocation cannot prove either way, and must not admit.
+        assert answers_of_every_worker(server, doomed["key"]) <= {401, 503}
 
         replace_every_worker(server)
         assert answers_of_every_worker(server, cached["key"]) == {200}
