@@ -18,7 +18,8 @@ from bench.stats import Distribution, ratio
 from bench.timing import Comparison, Runner, async_calls, clock_overhead_ns, compare, sync_calls
 
 TITLE = "1. Cache-hit cost of ApiKeyService.authenticate, in-process"
-MEMORY_HIT_TARGET_NS = 3_000
+LOCAL_HIT_FLOOR_RATIO_TARGET = 2.0
+"""A per-process hit may cost at most twice sha256 + dict lookup, both timed in this run."""
 REDIS_RATIO_TARGET = 1.3
 TIERED_VS_MEMORY_TARGET = 1.2
 
@@ -130,11 +131,11 @@ def checks_for(
         if name in costs:
             checks.append(
                 Check(
-                    f"{name}: hit cost median ≤ 3 µs",
-                    costs[name].subject.median / 1_000,
-                    MEMORY_HIT_TARGET_NS / 1_000,
+                    f"{name}: hit cost ≤ 2x sha256 + dict floor (median, same run)",
+                    costs[name].median_ratio,
+                    LOCAL_HIT_FLOOR_RATIO_TARGET,
                     "<=",
-                    "µs",
+                    "x",
                 )
             )
     if "redis" in costs:
