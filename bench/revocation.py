@@ -48,6 +48,8 @@ MIN_REQUESTS_AFTER_REVOKE = 20
 PROBE_DEADLINE_S = LEASE_SECONDS + 5.0
 REVOKE_TIMEOUT_S = 30.0
 CASES = ("healthy", "B cut from Redis")
+VICTIM_SCOPES = ("admin",)
+"""The cluster's admin key may grant only what it holds; /v1/me admits any valid key."""
 
 
 @dataclass(slots=True)
@@ -146,13 +148,15 @@ async def run_cases(hosts: list[Host], healthy: int, partitioned: int) -> dict[s
     results: dict[str, list[Trial]] = {case: [] for case in CASES}
     async with fresh_connection_client() as client:
         for _ in range(healthy):
-            victim = create_key_over_http(a, "revocation-trial")
+            victim = create_key_over_http(a, "revocation-trial", VICTIM_SCOPES)
             await warm(client, hosts, victim.key, workers)
             results["healthy"].append(
                 await revoke_and_probe(client, hosts, victim.key, victim.prefix, workers)
             )
         # Every victim cached on every worker before the cut: host B keeps stale copies.
-        victims = [create_key_over_http(a, "partitioned-trial") for _ in range(partitioned)]
+        victims = [
+            create_key_over_http(a, "partitioned-trial", VICTIM_SCOPES) for _ in range(partitioned)
+        ]
         for victim in victims:
             await warm(client, hosts, victim.key, workers)
         b.redis_link.cut()
