@@ -2,7 +2,9 @@
 
 Going through ``build_container`` means the benchmark measures what a deploy runs (the Redis
 backend behind its circuit breaker, the tiered backend with its listener), not a hand-made copy.
-Only the repository is swapped for the in-memory one, so that no SQL is ever timed.
+Only the repository and its event log are swapped for the in-memory ones, so that no SQL is
+ever timed; the service still follows that log and holds a lease, as a deployed one does (without
+a log it could not trust its local copies, and every hit would go to the repository).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from redis.asyncio import Redis
 from app.core.container import Container, build_container
 from app.core.resources import close_container_resources
 from app.repositories.base import ApiKeyRepository
-from app.repositories.memory import InMemoryApiKeyRepository
+from app.repositories.memory import InMemoryApiKeyRepository, InMemoryEventLog
 from app.services.apikey_service import ApiKeyService
 from configs import Settings
 
@@ -88,8 +90,11 @@ async def open_service(
     container = build_container(bench_settings(backend, redis_url, prefix, **overrides))
     chosen = repository if repository is not None else InMemoryApiKeyRepository()
     container.apikey_repository.override(providers.Object(chosen))
+    if isinstance(chosen, InMemoryApiKeyRepository):
+        container.event_log.override(providers.Object(InMemoryEventLog(chosen)))
     bench = BenchService(backend, container.apikey_service(), container, prefix)
     try:
+        await bench.service.start()
         yield bench
     finally:
         try:

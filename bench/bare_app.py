@@ -8,7 +8,7 @@ OpenTelemetry hooks are off as in ``app.main.create_app``, so they are not count
 the bare app.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``, as in app/api/health.py: the same live annotation.
 
 from fastapi import FastAPI
 
