@@ -78,7 +78,7 @@ async def test_route_resolves_its_dependency_on_the_event_loop(
     import fastapi.dependencies.utils as dependency_utils
 
     offloaded: list[object] = []
-    run_in_threadpool = dependency_utils.run_in_threadpool
+    run_in_threadpool = dependency_utils.run_in_threadpool  # type: ignore[attr-defined]
 
     async def spy(function: object, *args: object, **kwargs: object) -> object:
         offloaded.append(function)
