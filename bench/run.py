@@ -79,7 +79,7 @@ def run_parts(parts: Sequence[str], plan: Plan) -> tuple[list[SectionResult], bo
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer trials, shorter runs (<2 min)")
+    parser.add_argument("--quick", action="store_true", help="fewer trials, shorter runs (<3 min)")
     parser.add_argument(
         "--parts",
         default=",".join(PARTS),
