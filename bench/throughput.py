@@ -139,7 +139,24 @@ def measure_backend(backend: str, redis_url: str, seconds: float, rounds: int) -
             if endpoint.yardstick is None
             else ratio(figures["rps"], data[endpoint.yardstick]["rps"])
         )
+        # Round by round (the two ran seconds apart): how far the machine's noise moves it.
+        figures["round_ratios"] = (
+            []
+            if endpoint.yardstick is None
+            else [
+                ratio(ours.rps, theirs.rps)
+                for ours, theirs in zip(
+                    measured[endpoint.kind], measured[endpoint.yardstick], strict=True
+                )
+            ]
+        )
     return data
+
+
+def _spread(ratios: list[float]) -> str:
+    if not ratios:
+        return "-"
+    return f"{statistics.median(ratios):.2f} ({min(ratios):.2f} to {max(ratios):.2f})"
 
 
 def checks_for(backends: dict[str, dict[str, Any]]) -> list[Check]:
@@ -193,6 +210,7 @@ def run(redis_url: str, seconds: float, rounds: int) -> SectionResult:
             "p99",
             "against",
             "ratio",
+            "per-round ratios: median (min to max)",
             "connections per worker",
         ],
     )
@@ -213,6 +231,7 @@ def run(redis_url: str, seconds: float, rounds: int) -> SectionResult:
                     f"{figures['p99_ms']:.2f} ms",
                     figures["against"] or "-",
                     "-" if figures["ratio"] is None else fmt_ratio(figures["ratio"]),
+                    _spread(figures["round_ratios"]),
                     ", ".join(
                         "/".join(str(n) for n in split) or "?"
                         for split in figures["connections_per_worker"]
