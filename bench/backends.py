@@ -2,7 +2,9 @@
 
 Going through ``build_container`` means the benchmark measures what a deploy runs (the Redis
 backend behind its circuit breaker, the tiered backend with its listener), not a hand-made copy.
-Only the repository is swapped for the in-memory one, so that no SQL is ever timed.
+Only the repository and its event log are swapped for the in-memory ones, so that no SQL is
+ever timed; the service still follows that log and holds a lease, as a deployed one does (without
+a log it could not trust its local copies, and every hit would go to the repository).
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ async def open_service(
         container.event_log.override(providers.Object(InMemoryEventLog(keys)))
     bench = BenchService(backend, container.apikey_service(), container, prefix)
     try:
+        await bench.service.start()
         yield bench
     finally:
         try:

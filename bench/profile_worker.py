@@ -4,6 +4,7 @@
 ``game-api serve --workers 2``, drives ``path`` with wrk, records one worker with
 ``py-spy record --format raw`` (collapsed stacks), and prints the share of samples spent in the
 frames that matter for the request path. The raw profile is kept for flame-graph tools.
+``--bare`` records the bare FastAPI app (``bench.bare_app``) instead, the ``/healthz`` yardstick.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from bench.backends import unique_prefix
 from bench.redis_keys import delete_prefix
 from bench.servers import (
+    BareAppServer,
     LiveServer,
     connections_per_worker,
     server_settings,
@@ -32,8 +34,10 @@ FRAMES_OF_INTEREST = (
     "solve_dependencies",
     "run_in_threadpool",
     "Condition.notify",
+    "AuthenticatedRoute.handle",
     "ApiKeyService.authenticate",
-    "ApiKeyAuthentication.__call__",
+    "_IncludedRouter._match",
+    "RequestLimitsMiddleware.__call__",
     "serialize_response",
     "RequestResponseCycle.send",
 )
@@ -49,7 +53,8 @@ def summarise(raw_profile: Path, top: int = 20) -> str:
 
     Inclusive shares count a function once per stack; "waiting" is the loop parked in epoll
     (the ``Runner.run`` frame on top, with nothing of Python above it). Thread-pool threads are
-    counted apart: their samples are mostly parked on a condition variable.
+    counted apart: their samples are mostly parked on a condition variable (as are those of
+    aiosqlite's connection thread, which serves the revocation poll).
     """
     loop_total = pool_total = 0
     inclusive: collections.Counter[str] = collections.Counter()
@@ -58,7 +63,7 @@ def summarise(raw_profile: Path, top: int = 20) -> str:
         stack, _, count_text = line.rpartition(" ")
         count = int(count_text)
         frames = [frame.split(" (")[0] for frame in stack.split(";")]
-        if "WorkerThread.run" in frames:
+        if "WorkerThread.run" in frames or "_connection_worker_thread" in frames:
             pool_total += count
             continue
         loop_total += count
@@ -82,23 +87,34 @@ def summarise(raw_profile: Path, top: int = 20) -> str:
     return "\n".join(lines)
 
 
-def record(backend: str, path: str, seconds: int, redis_url: str, output: Path) -> None:
+def record(
+    backend: str, path: str, seconds: int, redis_url: str, output: Path, *, bare: bool = False
+) -> None:
     prefix = unique_prefix(f"profile-{backend}")
-    server = LiveServer(
-        server_settings(backend, redis_url, prefix, APIKEY_CACHE_TTL_SECONDS=3_600), workers=2
-    )
-    key = server.create_admin_key()
+    server: BareAppServer | LiveServer
+    if bare:
+        server = BareAppServer(workers=2)
+        key = None
+    else:
+        server = live = LiveServer(
+            server_settings(
+                backend, redis_url, prefix, BENCH_ROUTES=True, APIKEY_CACHE_TTL_SECONDS=3_600
+            ),
+            workers=2,
+        )
+        key = live.create_admin_key()
+    base_url = f"http://127.0.0.1:{server.port}"
     try:
         with server:
             workers = wait_for_workers(server)
-            run_wrk(server.base_url + path, seconds=2, api_key=key)
+            run_wrk(base_url + path, seconds=2, api_key=key)
             load = threading.Thread(
                 target=run_wrk,
-                args=(server.base_url + path,),
+                args=(base_url + path,),
                 kwargs={"seconds": seconds + 4, "api_key": key},
             )
             load.start()
-            time.sleep(1)
+            time.sleep(1)  # wrk opens its connections; then we look where they landed
             split = connections_per_worker(server)
             # The busiest worker: connections may sit unevenly on the two.
             worker = max(split, key=lambda pid: split[pid]) if split else workers[0]
@@ -110,7 +126,8 @@ def record(backend: str, path: str, seconds: int, redis_url: str, output: Path) 
             )  # fmt: skip
             load.join()
     finally:
-        delete_prefix(redis_url, prefix)
+        if not bare:
+            delete_prefix(redis_url, prefix)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -120,8 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--output", type=Path, default=Path("/tmp/game-api-worker.pyspy.txt"))
+    parser.add_argument("--bare", action="store_true", help="profile bench.bare_app instead")
     args = parser.parse_args(argv)
-    record(args.backend, args.path, args.seconds, args.redis_url, args.output)
+    record(args.backend, args.path, args.seconds, args.redis_url, args.output, bare=args.bare)
     print(f"raw profile: {args.output}\n")
     print(summarise(args.output))
     return 0

@@ -10,8 +10,8 @@ from typing import Any
 from bench.results import Check, SectionResult
 
 RERUN = (
-    "make bench            # full run, under 10 minutes on 2 cores\n"
-    "make bench-quick      # a check of the pipeline, under 2 minutes"
+    "make bench            # full run, under 15 minutes on 2 cores\n"
+    "make bench-quick      # a check of the pipeline, under 3 minutes"
 )
 
 
@@ -77,7 +77,7 @@ def render_markdown(
     ]
     if chart_name:
         lines += [
-            "## Throughput and p99 per backend, beside the ceiling",
+            "## Throughput and p99 per backend, beside their yardsticks",
             "",
             f"![throughput and p99 per backend]({chart_name})",
             "",

@@ -34,20 +34,21 @@ class Plan:
     load_seconds: float
     load_rounds: int
     revocation_trials: int
+    partitioned_trials: int
     storm_concurrency: int
     scale_keys: int
     scale_calls: int
 
 
-FULL = Plan("full", 50_000, 5.0, 5, 100, 1_000, 1_000_000, 20_000)
-QUICK = Plan("quick", 20_000, 2.0, 1, 10, 1_000, 200_000, 5_000)
+FULL = Plan("full", 50_000, 3.0, 10, 40, 10, 1_000, 1_000_000, 20_000)
+QUICK = Plan("quick", 20_000, 2.0, 1, 5, 2, 1_000, 200_000, 5_000)
 
 
 def _part(name: str, redis_url: str, plan: Plan) -> Callable[[], SectionResult]:
     runners: dict[str, Callable[[], SectionResult]] = {
         "hit_cost": lambda: asyncio.run(hit_cost.run(redis_url, plan.hit_calls)),
         "throughput": lambda: throughput.run(redis_url, plan.load_seconds, plan.load_rounds),
-        "revocation": lambda: revocation.run(redis_url, plan.revocation_trials),
+        "revocation": lambda: revocation.run(plan.revocation_trials, plan.partitioned_trials),
         "miss_storm": lambda: asyncio.run(miss_storm.run(redis_url, plan.storm_concurrency)),
         "scale": lambda: asyncio.run(scale.run(plan.scale_keys, plan.scale_calls)),
     }
@@ -78,7 +79,7 @@ def run_parts(parts: Sequence[str], plan: Plan) -> tuple[list[SectionResult], bo
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer trials, shorter runs (<2 min)")
+    parser.add_argument("--quick", action="store_true", help="fewer trials, shorter runs (<3 min)")
     parser.add_argument(
         "--parts",
         default=",".join(PARTS),
@@ -103,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             plan.load_seconds,
             plan.load_rounds,
             plan.revocation_trials,
+            plan.partitioned_trials,
             plan.storm_concurrency,
             plan.scale_keys,
             args.calls,

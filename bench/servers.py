@@ -9,15 +9,25 @@ every worker has booted before load starts).
 from __future__ import annotations
 
 import collections
+import os
 import re
+import shutil
+import signal
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Protocol
+
+import httpx
 
 from tests.support.live_server import LiveServer
+from tests.support.redis_server import free_port
 
 __all__ = [
+    "BareAppServer",
     "LiveServer",
     "connections_per_worker",
     "server_settings",
@@ -40,7 +50,97 @@ def server_settings(backend: str, redis_url: str, key_prefix: str, **extra: Any)
     return settings
 
 
-def worker_pids(server: LiveServer) -> list[int]:
+class Served(Protocol):
+    """What the helpers below need of a server: its master process and port."""
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None: ...
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def workers(self) -> int: ...
+
+
+class BareAppServer:
+    """``bench.bare_app`` under gunicorn with ``uvicorn_worker.UvicornWorker``, like ours.
+
+    The same worker count and access log off as ``game-api serve``; uvicorn's stock HTTP
+    protocol (httptools) where ours has a subclass enforcing header and connection limits, so
+    that cost counts against us too.
+    """
+
+    def __init__(self, workers: int = 2, startup_timeout: float = 60.0) -> None:
+        self.workers = workers
+        self.port = free_port()
+        self.startup_timeout = startup_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+        self._dir = Path(tempfile.mkdtemp(prefix="bench-bare-"))
+        self.log_path = self._dir / "server.log"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        gunicorn = Path(sys.executable).with_name("gunicorn")
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    str(gunicorn), "bench.bare_app:app",
+                    "--worker-class", "uvicorn_worker.UvicornWorker",
+                    "--workers", str(self.workers),
+                    "--bind", f"127.0.0.1:{self.port}",
+                    "--log-level", "warning",
+                    "--no-control-socket",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=Path(__file__).resolve().parent.parent,
+                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+            )  # fmt: skip
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            if self.process.poll() is not None:
+                log_text = self.log_path.read_text(errors="replace")
+                raise RuntimeError(f"the bare app's gunicorn exited:\n{log_text}")
+            try:
+                if httpx.get(self.base_url + "/healthz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError("the bare app did not become healthy")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> BareAppServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def worker_pids(server: Served) -> list[int]:
     """The gunicorn workers: the children of the master process."""
     if server.process is None:
         return []
@@ -53,7 +153,7 @@ def worker_pids(server: LiveServer) -> list[int]:
         return []
 
 
-def wait_for_workers(server: LiveServer, timeout: float = 60.0) -> list[int]:
+def wait_for_workers(server: Served, timeout: float = 60.0) -> list[int]:
     """Until the master has forked all its workers (their app then loads within a second or two;
     the warm-up load that follows covers that)."""
     deadline = time.monotonic() + timeout
@@ -64,7 +164,7 @@ def wait_for_workers(server: LiveServer, timeout: float = 60.0) -> list[int]:
     return pids
 
 
-def connections_per_worker(server: LiveServer) -> dict[int, int]:
+def connections_per_worker(server: Served) -> dict[int, int]:
     """Established client connections held by each worker right now (from ``ss -tnp``).
 
     Workers share one listening socket and an idle worker accepts greedily, so a burst of

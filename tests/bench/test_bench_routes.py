@@ -80,7 +80,7 @@ async def test_route_resolves_its_dependency_on_the_event_loop(
     import fastapi.dependencies.utils as dependency_utils
 
     offloaded: list[object] = []
-    run_in_threadpool = dependency_utils.run_in_threadpool
+    run_in_threadpool = dependency_utils.run_in_threadpool  # type: ignore[attr-defined]
 
     async def spy(function: object, *args: object, **kwargs: object) -> object:
         offloaded.append(function)
@@ -92,3 +92,57 @@ async def test_route_resolves_its_dependency_on_the_event_loop(
 
     assert response.status_code == 200
     assert offloaded == []
+
+
+async def test_bench_me_answers_like_v1_me_without_a_key(fake: fakeredis.FakeAsyncRedis) -> None:
+    """The ceiling route: /v1/me's response model and body shape, for the fixed caller."""
+    from app.api.bench_routes import BENCH_CALLER
+
+    response = await _get(_container(fake, bench_routes=True), "/bench/me")
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "prefix": BENCH_CALLER.prefix,
+        "scopes": sorted(BENCH_CALLER.scopes),
+        "expires_at": None,
+    }
+
+
+async def test_bench_me_has_the_signature_of_v1_me() -> None:
+    """Same endpoint signature and return annotation, so FastAPI does the same work for both."""
+    import inspect
+
+    from app.api.bench_routes import bench_me, bench_me_redis_get
+    from app.api.me import read_me
+
+    expected = inspect.signature(read_me, eval_str=True)
+    assert inspect.signature(bench_me, eval_str=True) == expected
+    assert inspect.signature(bench_me_redis_get, eval_str=True) == expected
+
+
+async def test_bench_me_redis_get_does_one_raw_get_of_the_fixed_key(
+    fake: fakeredis.FakeAsyncRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gets: list[object] = []
+    real_get = fake.get
+
+    async def counting_get(name: object) -> object:
+        gets.append(name)
+        return await real_get(name)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fake, "get", counting_get)
+
+    first = await _get(_container(fake, bench_routes=True), "/bench/me")
+    assert first.status_code == 200 and gets == []
+
+    response = await _get(_container(fake, bench_routes=True), "/bench/me-redis-get")
+
+    assert response.status_code == 200
+    assert response.json()["prefix"] == first.json()["prefix"]
+    assert gets == ["bench-test:" + RAW_GET_KEY_SUFFIX]
+
+
+async def test_new_routes_absent_by_default(fake: fakeredis.FakeAsyncRedis) -> None:
+    for path in ("/bench/me", "/bench/me-redis-get"):
+        response = await _get(_container(fake, bench_routes=False), path)
+        assert response.status_code == 404
