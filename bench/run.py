@@ -15,13 +15,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import chart, hit_cost, miss_storm, report, revocation, scale, throughput
+from bench import chart, hit_cost, miss_storm, report, revocation, scale, telemetry_cost, throughput
 from bench.machine import describe_machine
 from bench.results import SectionResult, skipped
 from tests.support.redis_server import RedisServerProcess
 
 BENCH_DIR = Path(__file__).resolve().parent
-PARTS = ("hit_cost", "throughput", "revocation", "miss_storm", "scale")
+PARTS = ("hit_cost", "throughput", "telemetry", "revocation", "miss_storm", "scale")
 CHART_NAME = "throughput.png"
 
 
@@ -48,6 +48,7 @@ def _part(name: str, redis_url: str, plan: Plan) -> Callable[[], SectionResult]:
     runners: dict[str, Callable[[], SectionResult]] = {
         "hit_cost": lambda: asyncio.run(hit_cost.run(redis_url, plan.hit_calls)),
         "throughput": lambda: throughput.run(redis_url, plan.load_seconds, plan.load_rounds),
+        "telemetry": lambda: telemetry_cost.run(plan.load_seconds, max(1, plan.load_rounds // 2)),
         "revocation": lambda: revocation.run(plan.revocation_trials, plan.partitioned_trials),
         "miss_storm": lambda: asyncio.run(miss_storm.run(redis_url, plan.storm_concurrency)),
         "scale": lambda: asyncio.run(scale.run(plan.scale_keys, plan.scale_calls)),

@@ -16,6 +16,7 @@ import json
 import statistics
 from typing import Any
 
+from bench.results import Check, SectionResult
 from bench.servers import LiveServer, connections_per_worker, wait_for_workers
 from bench.wrk import LoadResult, run_wrk
 
@@ -106,3 +107,33 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def run(seconds: float, rounds: int) -> SectionResult:
+    """The ``make bench`` part: /v1/me with metrics and the access log on against both off."""
+    measured = measure(seconds, rounds, workers=2, log_format="json")
+    rps = measured["requests_per_second"]
+    section = SectionResult(
+        key="telemetry",
+        title="Telemetry: GET /v1/me with metrics and access log on against off",
+        method=(
+            "Two game-api serve --workers 2 servers side by side (memory backend, LOG_FORMAT=json, "
+            "LOG_LEVEL=INFO so every access event is written), identical but for METRICS_ENABLED "
+            f"and ACCESS_LOG; wrk -c{CONNECTIONS} in {rounds} alternating round(s) of "
+            f"{seconds:g} s after a {WARMUP_SECONDS:g} s warm-up; medians over rounds."
+        ),
+        columns=["variant", "requests/s (median)", "per round"],
+        data=measured,
+    )
+    for name in ("on", "off"):
+        per_round = ", ".join(f"{value:,}" for value in measured["rounds"][name])
+        section.rows.append([name, f"{rps[name]:,.0f}", per_round])
+    section.checks.append(
+        Check(
+            target="/v1/me with metrics and access log on / off (throughput)",
+            measured=measured["ratio_on_off"],
+            limit=TARGET,
+            comparison=">=",
+        )
+    )
+    return section
