@@ -11,14 +11,12 @@ listing's cursor is refused here rather than misread.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from dataclasses import dataclass
 
 from app.domain.errors import InvalidListRequest
 from app.repositories.base import ApiKeyRepository, AuditEntry
 from app.services.key_pages import check_page_size
+from app.services.page_cursor import decode_page_cursor, encode_page_cursor
 
 DEFAULT_AUDIT_PAGE_SIZE = 100
 MAX_TARGET_LENGTH = 32
@@ -35,31 +33,24 @@ class AuditPage:
 
 
 def encode_audit_cursor(audit_id: int) -> str:
-    raw = json.dumps([_TAG, audit_id], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    return encode_page_cursor([_TAG, audit_id])
 
 
 def decode_audit_cursor(cursor: str) -> int:
     """The id a cursor names, or ``InvalidListRequest``: any string at all may arrive."""
-    malformed = InvalidListRequest(
-        "cursor is malformed: pass the next_cursor of a previous audit page unchanged, "
-        "or leave it out to start from the newest entry",
-        field="cursor",
-    )
-    if not cursor or len(cursor) > _MAX_CURSOR_LENGTH:
-        raise malformed
-    try:
-        value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError):
-        raise malformed from None
+    value = decode_page_cursor(cursor, _MAX_CURSOR_LENGTH)
     if (
-        not isinstance(value, list)
+        value is None
         or len(value) != 2
         or value[0] != _TAG
         or type(value[1]) is not int
         or value[1] < 1
     ):
-        raise malformed
+        raise InvalidListRequest(
+            "cursor is malformed: pass the next_cursor of a previous audit page unchanged, "
+            "or leave it out to start from the newest entry",
+            field="cursor",
+        )
     audit_id: int = value[1]
     return audit_id
 

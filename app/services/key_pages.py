@@ -12,14 +12,12 @@ may change); it is not a secret, since it names a key the caller has just been s
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from dataclasses import dataclass
 from datetime import datetime
 
 from app.domain.errors import InvalidListRequest
 from app.repositories.base import ApiKeyRecord, ApiKeyRepository, KeyPosition
+from app.services.page_cursor import decode_page_cursor, encode_page_cursor
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -38,8 +36,7 @@ class KeyPage:
 
 def encode_cursor(position: KeyPosition) -> str:
     created_at, prefix = position
-    raw = json.dumps([created_at.isoformat(), prefix], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    return encode_page_cursor([created_at.isoformat(), prefix])
 
 
 def decode_cursor(cursor: str) -> KeyPosition:
@@ -49,18 +46,8 @@ def decode_cursor(cursor: str) -> KeyPosition:
         "or leave it out to start from the first key",
         field="cursor",
     )
-    if not cursor or len(cursor) > _MAX_CURSOR_LENGTH:
-        raise malformed
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        value = json.loads(raw)
-    except (binascii.Error, ValueError):
-        raise malformed from None
-    if (
-        not isinstance(value, list)
-        or len(value) != 2
-        or not all(isinstance(part, str) for part in value)
-    ):
+    value = decode_page_cursor(cursor, _MAX_CURSOR_LENGTH)
+    if value is None or len(value) != 2 or not all(isinstance(part, str) for part in value):
         raise malformed
     created_text, prefix = value
     try:
