@@ -19,6 +19,8 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from configs import Settings
+
 ROOT = Path(__file__).resolve().parents[2]
 LOCKS = ("requirements.lock", "requirements-dev.lock")
 DEV_TOOLS = ("pytest", "mypy", "ruff", "matplotlib", "schemathesis", "py-spy", "playwright")
@@ -170,3 +172,21 @@ def test_compose_points_the_service_at_postgres_and_the_tiered_cache(service: st
     assert "@db:5432/" in env["DATABASE_URL"]
     assert env["APIKEY_CACHE_BACKEND"] == "tiered"
     assert env["REDIS_URL"] == "redis://redis:6379/0"
+
+
+def test_the_compose_app_sets_every_setting_its_backend_requires(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The tiered backend refuses to start without the HMAC secret for its Redis records."""
+    monkeypatch.delenv("APIKEY_CACHE_HMAC_SECRET", raising=False)  # only the file may supply it
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    environment = compose["x-game-api"]["environment"]
+    settings = Settings(
+        **{
+            name: value.split(":-", 1)[-1].rstrip("}") if value.startswith("${") else value
+            for name, value in environment.items()
+            if name in Settings.model_fields
+        }
+    )
+    assert settings.APIKEY_CACHE_BACKEND == "tiered"
+    assert settings.APIKEY_CACHE_HMAC_SECRET is not None
