@@ -290,6 +290,24 @@ def _upgrade(settings: Settings) -> None:
     sys.stdout.flush()
 
 
+def _database_answers(settings: Settings) -> bool:
+    """Whether the database server answers at all (SQLite, a file, always does: and a ping
+    would create a missing file before the upgrade could say it creates it)."""
+    from app.db.revision import sqlite_file
+
+    if sqlite_file(settings.DATABASE_URL.get_secret_value()) is not None:
+        return True
+
+    async def ping(service: ApiKeyService) -> bool:
+        try:
+            await service.check_repository()
+        except RepositoryUnavailable:
+            return False
+        return True
+
+    return _run_with_service(settings, ping)
+
+
 def _announcer(settings: Settings) -> Callable[[str], None]:
     """Lines for the operator: plain on a terminal, log events when the logs are JSON (so that
     ``serve``'s output stays one parseable format)."""
@@ -341,6 +359,15 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
     from app.server import serve  # gunicorn is only needed here
 
     _check_port_free(args.host, args.port)
+    if not _database_answers(settings):
+        # A restart during a database outage: keys cached in Redis (and, within their lease,
+        # in memory) can still be served; migrating must wait until the database is back.
+        _announcer(settings)(
+            f"database {settings.database_url_for_display()} is unreachable: serving without "
+            "migrating (cached keys only until it answers; run `game-api db upgrade` then)"
+        )
+        serve(settings, args.host, args.port, args.workers)
+        return
     _upgrade(settings)
     if args.bootstrap_admin:
         created = _run_with_service(settings, bootstrap_admin)

@@ -205,6 +205,14 @@ def test_redis_is_a_cache_never_an_authority_on_every_worker(
         assert answers_of_every_worker(server, uncached["key"]) == {503}
         body = server.get("/v1/me", api_key=cached["key"]).json()
         assert body["prefix"] == cached["prefix"] and body["scopes"] == ["read"]
+
+        # A whole restart of the service while the database is still away: serve skips the
+        # migrations it cannot run and serves what Redis vouches for.
+        server.stop()
+        server.start()
+        assert "is unreachable: serving without migrating" in server.log_text()
+        assert answers_of_every_worker(server, cached["key"]) == {200}
+        assert answers_of_every_worker(server, uncached["key"]) == {503}
     finally:
         redis.close()
         server.close()
