@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,26 +9,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db.engine import build_engine, build_session_factory
 from app.db.migrate import upgrade_database
 from app.repositories.sql import SqlApiKeyRepository
 from tests.repositories.test_sql_repository import make_record
 
 NOW = datetime(2030, 6, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = build_engine(database_url, timeout_seconds=5.0)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture
-def repository(engine: AsyncEngine) -> SqlApiKeyRepository:
-    return SqlApiKeyRepository(build_session_factory(engine), timeout_seconds=5.0)
 
 
 async def test_no_keys_means_no_active_admin(repository: SqlApiKeyRepository) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -41,20 +40,6 @@ def make_record(
         digest=digest(parsed.plaintext),
     )
     return record, parsed.plaintext
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = build_engine(database_url, timeout_seconds=5.0)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture
-def repository(engine: AsyncEngine) -> SqlApiKeyRepository:
-    return SqlApiKeyRepository(build_session_factory(engine), timeout_seconds=5.0)
 
 
 async def test_add_then_read_back_by_digest_and_prefix(repository: SqlApiKeyRepository) -> None:
