@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from app.api import audit, bench_routes, health, keys, me
 from app.api.authentication import API_KEY_SCHEME_NAME, HEADER_NAME_STATE, KeyHeader
@@ -81,6 +81,18 @@ def _openapi_with_key_scheme(app: FastAPI, header_name: str) -> Callable[[], dic
     return openapi
 
 
+def add_routes(app: FastAPI, router: APIRouter) -> None:
+    """Add ``router``'s routes to the app itself, as ``@app.get`` would.
+
+    ``include_router`` (FastAPI 0.165) keeps each router behind an ``_IncludedRouter`` that
+    every request walks into (matching, scope updates, the effective-route context): about a
+    tenth of a worker's time on ``/healthz`` in the profile. The project's routers carry their
+    prefix, tags and route class themselves and are included without options, so their routes
+    are complete as built and are added as they are.
+    """
+    app.router.routes.extend(router.routes)
+
+
 def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
     """The FastAPI app over ``container`` (built from ``settings`` when not given)."""
     if container is None:
@@ -104,11 +116,14 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.state.container = container
     setattr(app.state, HEADER_NAME_STATE, KeyHeader.named(header_name))
     register_error_handlers(app)
-    install_docs(app)
-    for router in (health.router, me.router, keys.router, audit.router):
-        app.include_router(router)
+    routers = [health.router, me.router, keys.router, audit.router]
     if with_bench_routes:
-        app.include_router(bench_routes.router)
+        # Right after /v1/me, so the ceiling route is matched one step later than the route it
+        # is the ceiling of, not a dozen: route matching is linear.
+        routers.insert(routers.index(me.router) + 1, bench_routes.router)
+    for router in routers:
+        add_routes(app, router)
+    install_docs(app)
     if container.config.EXPOSE_WORKER_ID():
         app.add_middleware(WorkerIdMiddleware)
     telemetry = Telemetry() if container.config.METRICS_ENABLED() else None

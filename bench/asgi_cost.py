@@ -1,10 +1,11 @@
 """Per-request cost of the app in-process, without sockets or a load generator.
 
-``python -m bench.asgi_cost [--async-markers]`` calls the ASGI app built by ``create_app`` (memory
-backend, in-memory repository) directly, for ``GET /healthz`` and ``GET /v1/me``, alternating,
-and prints the median cost per request. ``--async-markers`` is an experiment, not a fix: it makes
-dependency-injector's ``Provide[...]`` marker an async callable before the app is built, so
-FastAPI awaits it instead of sending it to the thread pool, which isolates what that hop costs.
+``python -m bench.asgi_cost`` calls the ASGI app built by ``create_app`` (memory
+backend, in-memory repository, benchmark routes on) directly — ``GET /healthz``, the ceiling
+route ``GET /bench/me`` and ``GET /v1/me`` — beside the bare FastAPI app's ``/healthz``
+(``bench.bare_app``), alternating, and prints the median cost per request of each. Without a
+server or a load generator in the way, it shows what the app itself adds, and it holds still on
+a busy machine where end-to-end throughput swings.
 """
 
 from __future__ import annotations
@@ -20,15 +21,6 @@ from dependency_injector import providers
 
 from bench.backends import bench_settings
 from bench.results import fmt_ns
-
-
-def make_markers_async() -> None:
-    import dependency_injector.wiring as wiring
-
-    async def resolve_marker(self: Any) -> Any:
-        return self
-
-    wiring._Marker.__call__ = resolve_marker  # type: ignore[assignment,method-assign]
 
 
 async def _request(app: Any, path: str, key: str | None) -> int:
@@ -68,8 +60,11 @@ async def measure(requests: int, rounds: int) -> dict[str, float]:
     from app.core.container import build_container
     from app.main import create_app
     from app.repositories.memory import InMemoryApiKeyRepository, InMemoryEventLog
+    from bench.bare_app import app as bare_app
 
-    container = build_container(bench_settings("memory", "redis://127.0.0.1:1/0", "bench:asgi:"))
+    container = build_container(
+        bench_settings("memory", "redis://127.0.0.1:1/0", "bench:asgi:", BENCH_ROUTES=True)
+    )
     repository = InMemoryApiKeyRepository()
     container.apikey_repository.override(providers.Object(repository))
     container.event_log.override(providers.Object(InMemoryEventLog(repository)))
@@ -77,32 +72,35 @@ async def measure(requests: int, rounds: int) -> dict[str, float]:
     app = create_app(container=container)
     if await _request(app, "/v1/me", key) != 200:
         raise RuntimeError("GET /v1/me was refused")
-    per_path: dict[str, list[float]] = {"/healthz": [], "/v1/me": []}
+    subjects = {
+        "bare /healthz": (bare_app, "/healthz", None),
+        "/healthz": (app, "/healthz", None),
+        "/bench/me": (app, "/bench/me", None),
+        "/v1/me": (app, "/v1/me", key),
+    }
+    per_path: dict[str, list[float]] = {name: [] for name in subjects}
     for _ in range(rounds):
-        for path, header in (("/healthz", None), ("/v1/me", key)):
+        for name, (subject, path, header) in subjects.items():
             start = time.perf_counter_ns()
             for _ in range(requests):
-                await _request(app, path, header)
-            per_path[path].append((time.perf_counter_ns() - start) / requests)
+                await _request(subject, path, header)
+            per_path[name].append((time.perf_counter_ns() - start) / requests)
     container.unwire()
-    return {path: statistics.median(costs) for path, costs in per_path.items()}
+    return {name: statistics.median(costs) for name, costs in per_path.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.asgi_cost", description=__doc__)
-    parser.add_argument("--async-markers", action="store_true")
     parser.add_argument("--requests", type=int, default=2_000)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
-    if args.async_markers:
-        make_markers_async()
     costs = asyncio.run(measure(args.requests, args.rounds))
-    label = "async markers (experiment)" if args.async_markers else "as shipped"
-    ceiling, me = costs["/healthz"], costs["/v1/me"]
+    print(f"median of {args.rounds} rounds of {args.requests} requests each")
+    for name, cost in costs.items():
+        print(f"  {name:14s} {fmt_ns(cost)} per request")
     print(
-        f"{label}: /healthz {fmt_ns(ceiling)}, /v1/me {fmt_ns(me)} per request "
-        f"(median of {args.rounds} rounds of {args.requests}); /v1/me costs {me / ceiling:.2f}x "
-        f"the ceiling, throughput share {ceiling / me:.2f}"
+        f"  /healthz costs {costs['/healthz'] / costs['bare /healthz']:.2f}x the bare app's; "
+        f"/v1/me {costs['/v1/me'] / costs['/bench/me']:.2f}x the ceiling route's"
     )
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from app.domain.keys import digest, validated_prefix
@@ -81,10 +82,7 @@ def raw_get_floor(bench: BenchService, plaintext: str) -> Runner:
     client = bench.redis_client()
     redis_key = bench.key_prefix + digest(plaintext)
 
-    async def get() -> object:
-        return await client.get(redis_key)
-
-    return async_calls(get)
+    return async_calls(partial(client.get, redis_key))
 
 
 async def seeded_key(bench: BenchService) -> str:
@@ -103,10 +101,9 @@ async def measure_backend(backend: str, redis_url: str, calls: int) -> HitCost:
         else:
             floor_name, floor = "sha256 + dict lookup", dict_lookup_floor(plaintext)
 
-        async def authenticate() -> object:
-            return await bench.service.authenticate(plaintext)
-
-        result = await compare(async_calls(authenticate), floor, calls=calls)
+        result = await compare(
+            async_calls(partial(bench.service.authenticate, plaintext)), floor, calls=calls
+        )
         lookups = bench.service.metrics.repository_lookups
         hits = bench.service.metrics.cache_hits - hits_before
         if hits < calls or lookups > 1:
@@ -129,13 +126,11 @@ async def measure_tiered_beside_memory(redis_url: str, calls: int) -> Comparison
         tiered_key = await seeded_key(tiered)
         memory_key = await seeded_key(memory)
 
-        async def tiered_hit() -> object:
-            return await tiered.service.authenticate(tiered_key)
-
-        async def memory_hit() -> object:
-            return await memory.service.authenticate(memory_key)
-
-        return await compare(async_calls(tiered_hit), async_calls(memory_hit), calls=calls)
+        return await compare(
+            async_calls(partial(tiered.service.authenticate, tiered_key)),
+            async_calls(partial(memory.service.authenticate, memory_key)),
+            calls=calls,
+        )
 
 
 def checks_for(

@@ -20,6 +20,9 @@ Runner = Callable[[int], Awaitable[list[int]]]
 
 
 def async_calls(call: Callable[[], Awaitable[object]]) -> Runner:
+    """Times ``await call()``; pass the coroutine function itself (a ``partial``), not a wrapper
+    coroutine, so each sample holds exactly the subject's own coroutine and nothing of ours."""
+
     async def run(count: int) -> list[int]:
         clock = time.perf_counter_ns
         samples = [0] * count

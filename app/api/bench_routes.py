@@ -71,6 +71,12 @@ def _raw_get_target_of(request: Request) -> tuple[Redis | None, str]:
     return target
 
 
+@router.get("/me")
+async def bench_me(request: Request) -> MeOut:
+    """``/v1/me``'s answer for a fixed caller, without authentication."""
+    return MeOut.of(BENCH_CALLER)
+
+
 @router.get("/redis-get")
 async def redis_get(target: RawGetTarget) -> dict[str, bool]:
     client, key = target
@@ -78,12 +84,6 @@ async def redis_get(target: RawGetTarget) -> dict[str, bool]:
         raise HTTPException(status_code=404, detail="no Redis configured")
     raw = await client.get(key)
     return {"found": raw is not None}
-
-
-@router.get("/me")
-async def bench_me(request: Request) -> MeOut:
-    """``/v1/me``'s answer for a fixed caller, without authentication."""
-    return MeOut.of(BENCH_CALLER)
 
 
 @router.get("/me-redis-get")

@@ -15,7 +15,8 @@ uvicorn worker then copies onto ``uvicorn.error``.
 
 One exception, for cost: the access event, written once per request, is rendered by the same
 renderer with the same keys but without the ``logging`` module or structlog's processor chain
-(``AccessLog``), and written in one ``write`` per event-loop pass (``BatchedLineWriter``).
+(``AccessLog``, with the line put together by ``access_lines``), and written in one ``write`` per
+event-loop pass (``BatchedLineWriter``).
 
 Secrets: driver loggers that would print statement parameters (key digests) at DEBUG are held at
 WARNING whatever ``LOG_LEVEL`` says, as before.
@@ -34,6 +35,8 @@ from typing import Any, Literal, TextIO
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
+
+from app.core.access_lines import AccessLineRenderer, console_renderer
 
 LogFormat = Literal["console", "json"]
 
@@ -185,6 +188,11 @@ class BatchedLineWriter:
             self._stream.flush()
 
 
+def _not_mine(event_dict: dict[str, Any]) -> str | None:
+    """JSON lines: ``JSONRenderer`` is ``json.dumps``, in C already; nothing to gain."""
+    return None
+
+
 class AccessLog:
     """Writes the access event: the same keys and renderer as every other line, made directly.
 
@@ -198,6 +206,13 @@ class AccessLog:
     def __init__(self, stream: TextIO, log_format: LogFormat) -> None:
         self._writer = BatchedLineWriter(stream)
         self._render = _renderer(log_format)
+        # The same line put together directly (see ``access_lines``); ``None`` hands an event
+        # with an unexpected value back to the renderer above.
+        self._render_fast: AccessLineRenderer = (
+            _not_mine
+            if log_format == "json"
+            else console_renderer("info", "request", ACCESS_LOGGER)
+        )
         self._second = -1
         self._second_text = ""
 
@@ -218,8 +233,11 @@ class AccessLog:
         event_dict["logger"] = ACCESS_LOGGER
         event_dict["timestamp"] = self._timestamp()
         event_dict["pid"] = os.getpid()
-        line = self._render(None, "info", event_dict)
-        self._writer.msg(line if isinstance(line, str) else str(line))
+        line = self._render_fast(event_dict)
+        if line is None:
+            rendered = self._render(None, "info", event_dict)
+            line = rendered if isinstance(rendered, str) else str(rendered)
+        self._writer.msg(line)
 
     def flush(self) -> None:
         self._writer.flush()

@@ -80,7 +80,8 @@ def generate_api_key() -> ParsedApiKey:
     return ParsedApiKey(prefix=prefix, plaintext=body + checksum(body))
 
 
-_PREFIX_LENGTH = len(TYPE_PREFIX) + ID_LENGTH
+PREFIX_LENGTH = len(TYPE_PREFIX) + ID_LENGTH
+"""The length of a key's public prefix (``game_`` and the 8-character identifier)."""
 
 
 def validated_prefix(text: str) -> str:
@@ -96,7 +97,7 @@ def validated_prefix(text: str) -> str:
     # A plain comparison: the checksum is public (anyone can compute it), not a secret.
     if text[-CHECKSUM_LENGTH:] != _base62_checksum(zlib.crc32(text.encode()[:-CHECKSUM_LENGTH])):
         raise MalformedApiKey("bad checksum")
-    return text[:_PREFIX_LENGTH]
+    return text[:PREFIX_LENGTH]
 
 
 def parse_api_key(text: str) -> ParsedApiKey:

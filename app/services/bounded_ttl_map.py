@@ -30,12 +30,15 @@ _monotonic = time.monotonic
 class BoundedTtlMap(Generic[K, V]):
     """Bounded LRU with monotonic-clock expiry; see the module docstring for why."""
 
-    __slots__ = ("_entries", "_max_entries", "get")
+    __slots__ = ("_entries", "_expiring", "_max_entries", "get")
 
-    def __init__(self, max_entries: int) -> None:
+    def __init__(self, max_entries: int, *, expiring: bool = True) -> None:
+        """``expiring=False``: entries live until evicted (the record memo), and ``get`` saves
+        the clock read it would otherwise make on every hit."""
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self._max_entries = max_entries
+        self._expiring = expiring
         self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
         # The lookup as a closure over the dict: one call, no attribute look-ups, on every hit.
         self.get: Callable[[K], V | None] = self._make_get()
@@ -45,6 +48,18 @@ class BoundedTtlMap(Generic[K, V]):
         lookup = entries.get
         touch = entries.move_to_end
         monotonic = _monotonic
+
+        if not self._expiring:
+
+            def get_unexpiring(key: K) -> V | None:
+                """The value under ``key`` (marked recently used), else ``None``."""
+                item = lookup(key)
+                if item is None:
+                    return None
+                touch(key)
+                return item[1]
+
+            return get_unexpiring
 
         def get(key: K) -> V | None:
             """The live value under ``key`` (marked recently used), else ``None``."""
@@ -85,6 +100,8 @@ class BoundedTtlMap(Generic[K, V]):
 
     def put_until(self, key: K, value: V, expires_at: float) -> None:
         """Store ``value`` until the monotonic instant ``expires_at``, evicting the oldest."""
+        if not self._expiring and expires_at != NEVER:
+            raise ValueError("this map's entries live until evicted: it takes no expiry")
         entries = self._entries
         entries[key] = (expires_at, value)
         entries.move_to_end(key)

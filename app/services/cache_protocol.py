@@ -65,16 +65,23 @@ class CoherentCacheBackend(ApiKeyCacheBackend, Protocol):
         ...
 
 
-@runtime_checkable
-class ProcessLocalPeek(Protocol):
-    """A backend that can answer some hits from this process's memory without any I/O.
+class LocalView(Protocol):
+    """Where a process-local hit is read, with no I/O and no await.
 
     ``peek`` returns the value only when it is in process memory and may be trusted (for the
     tiered backend: while its invalidation listener is healthy); otherwise ``None``, and the
-    caller takes the ordinary ``get`` path. The service uses it to keep a hit free of awaits.
+    caller takes the ordinary ``get`` path. Read the attribute on every use: a backend swaps it
+    when trust changes (the tiered L1 does), so a hit is one attribute read and one call.
     """
 
     peek: Callable[[str], SimpleNamespace | None]
+
+
+@runtime_checkable
+class ProcessLocalPeek(Protocol):
+    """A backend that can answer some hits from this process's memory (its ``local_view``)."""
+
+    local_view: LocalView
 
 
 @runtime_checkable

@@ -28,6 +28,11 @@ from app.services.bounded_ttl_map import BoundedTtlMap
 _monotonic = time.monotonic
 
 
+def _nothing(cache_key: str) -> SimpleNamespace | None:
+    """``peek`` of an untrusted L1: never an answer."""
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class FillTicket:
     """Taken before a shared-tier read; says whether the result may still go into the L1."""
@@ -42,12 +47,13 @@ class LocalTier:
     def __init__(self, max_entries: int, max_ttl_seconds: float) -> None:
         if max_ttl_seconds < 0:
             raise ValueError("max_ttl_seconds must not be negative")
-        self.trusted = False
         self._max_ttl = float(max_ttl_seconds)
         # ``peek`` hands out the stored value itself, so the request path allocates nothing;
         # ``lookup`` hands out copies.
         self._entries: BoundedTtlMap[str, SimpleNamespace] = BoundedTtlMap(max_entries)
-        self.peek = self._entries.get
+        self._get = self._entries.get
+        self.peek: Callable[[str], SimpleNamespace | None] = _nothing
+        self._trusted = False
         self._epoch = 0
         self._flushed_at = 0
         self._reads_in_flight: dict[str, int] = {}
@@ -60,6 +66,17 @@ class LocalTier:
         return len(self._entries)
 
     @property
+    def trusted(self) -> bool:
+        return self._trusted
+
+    @trusted.setter
+    def trusted(self, value: bool) -> None:
+        # ``peek`` is swapped with the flag, so the hit path makes one call and no test: the
+        # map's own lookup while trusted, an answer of "nothing here" otherwise.
+        self._trusted = value
+        self.peek = self._get if value else _nothing
+
+    @property
     def max_entries(self) -> int:
         return self._entries.max_entries
 
@@ -69,7 +86,7 @@ class LocalTier:
 
     def lookup(self, cache_key: str) -> SimpleNamespace | None:
         """A live entry as a fresh namespace (callers may mutate it), else ``None``."""
-        value = self.peek(cache_key)
+        value = self._get(cache_key)
         return None if value is None else SimpleNamespace(apiKey=value.apiKey, active=value.active)
 
     def begin_fill(self, cache_key: str) -> FillTicket:

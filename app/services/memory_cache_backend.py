@@ -10,7 +10,7 @@ import asyncio
 from types import SimpleNamespace
 
 from app.services.bounded_ttl_map import BoundedTtlMap
-from app.services.cache_protocol import InvalidationReport
+from app.services.cache_protocol import InvalidationReport, LocalView
 
 
 def _entry(value: SimpleNamespace) -> SimpleNamespace:
@@ -35,6 +35,7 @@ class InMemoryApiKeyCacheBackend:
         # not a copy (callers treat it as read-only; ``get`` hands out copies). No lock: the
         # dict is only touched from the event-loop thread.
         self.peek = self._entries.get
+        self.local_view: LocalView = self
 
     def _get_lock(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()

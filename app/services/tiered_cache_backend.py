@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from types import SimpleNamespace
 
-from app.services.cache_protocol import InvalidationReport
+from app.services.cache_protocol import InvalidationReport, LocalView
 from app.services.guarded_cache_backend import CircuitBreakingCacheBackend
 from app.services.invalidation_listener import AckCount, InvalidationListener
 from app.services.local_tier import LocalTier
@@ -61,6 +61,7 @@ class TieredApiKeyCacheBackend:
         self._l2 = l2
         self._ack_timeout = ack_timeout_ms / 1000.0
         self._l1 = l1
+        self.local_view: LocalView = l1
         # Concurrent L1 misses of one key share one L2 read: a storm of first requests would
         # otherwise queue a read per request on the bounded pool and time out waiting for it.
         self._l2_reads: SingleFlight[str, SimpleNamespace | None] = SingleFlight()
@@ -128,8 +129,7 @@ class TieredApiKeyCacheBackend:
 
     def peek(self, cache_key: str) -> SimpleNamespace | None:
         """The L1 entry, only while the L1 is trusted; no I/O (see ``ProcessLocalPeek``)."""
-        l1 = self._l1
-        return l1.peek(cache_key) if l1.trusted else None
+        return self._l1.peek(cache_key)
 
     async def get(self, cache_key: str) -> SimpleNamespace | None:
         l1 = self._l1

@@ -14,6 +14,7 @@ from app.domain.errors import InvalidApiKey, InvalidKeyRequest, KeyNotActive, Un
 from app.domain.keys import digest
 from app.repositories.base import ApiKeyRecord, Revocation
 from app.repositories.memory import InMemoryApiKeyRepository
+from app.services import apikey_service as apikey_service_module
 from app.services.apikey_cache_backend import InMemoryApiKeyCacheBackend
 from app.services.apikey_service import ApiKeyService
 from app.services.cache_protocol import InvalidationReport
@@ -113,6 +114,53 @@ async def test_malformed_key_is_refused_without_any_lookup(service: ApiKeyServic
     assert raised.value.reason == "malformed"
     assert service.metrics.repository_lookups == 0
     assert service.metrics.cache_misses == 0
+
+
+async def test_a_process_local_hit_needs_no_format_check(
+    service: ApiKeyService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only an issued key's digest can be found in process memory, so a hit skips the check."""
+    created = await service.create("match-server", ["read"])
+    await service.authenticate(created.plaintext)  # the miss that fills the cache
+    checked: list[str] = []
+    original = apikey_service_module.validated_prefix
+
+    def counting_check(text: str) -> str:
+        checked.append(text)
+        return original(text)
+
+    monkeypatch.setattr(apikey_service_module, "validated_prefix", counting_check)
+
+    caller = await service.authenticate(created.plaintext)
+
+    assert caller.prefix == created.record.prefix
+    assert checked == []
+    assert service.metrics.local_hits == 1
+
+
+async def test_a_forged_key_of_the_right_length_reaches_no_cache_read_and_no_database(
+    service: ApiKeyService, cache: InMemoryApiKeyCacheBackend
+) -> None:
+    created = await service.create("match-server", ["read"])
+    await service.authenticate(created.plaintext)
+    last = created.plaintext[-1]
+    forged = created.plaintext[:-1] + ("A" if last != "A" else "B")
+    reads: list[str] = []
+    original_get = cache.get
+
+    async def recording_get(cache_key: str) -> SimpleNamespace | None:
+        reads.append(cache_key)
+        return await original_get(cache_key)
+
+    cache.get = recording_get  # type: ignore[method-assign]
+    lookups_before = service.metrics.repository_lookups
+
+    with pytest.raises(InvalidApiKey) as raised:
+        await service.authenticate(forged)
+
+    assert raised.value.reason == "malformed"
+    assert reads == []
+    assert service.metrics.repository_lookups == lookups_before
 
 
 async def test_revoke_commits_then_invalidates(
