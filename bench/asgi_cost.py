@@ -5,13 +5,16 @@ backend, in-memory repository, benchmark routes on) directly — ``GET /healthz`
 route ``GET /bench/me`` and ``GET /v1/me`` — beside the bare FastAPI app's ``/healthz``
 (``bench.bare_app``), alternating, and prints the median cost per request of each. Without a
 server or a load generator in the way, it shows what the app itself adds, and it holds still on
-a busy machine where end-to-end throughput swings.
+a busy machine where end-to-end throughput swings. Access lines are rendered and written as
+under ``game-api serve`` (to ``/dev/null``); set ``PROMETHEUS_MULTIPROC_DIR`` to an empty
+directory to count metrics in memory-mapped files as the server's workers do.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import time
 from collections.abc import Sequence
@@ -19,6 +22,7 @@ from typing import Any
 
 from dependency_injector import providers
 
+from app.core.log_setup import configure_access_log
 from bench.backends import bench_settings
 from bench.results import fmt_ns
 
@@ -62,6 +66,8 @@ async def measure(requests: int, rounds: int) -> dict[str, float]:
     from app.repositories.memory import InMemoryApiKeyRepository, InMemoryEventLog
     from bench.bare_app import app as bare_app
 
+    # As ``game-api serve`` writes access lines (its own renderer, batched), into the void.
+    configure_access_log(open(os.devnull, "w"), "INFO", "console")  # noqa: SIM115, ASYNC230
     container = build_container(
         bench_settings("memory", "redis://127.0.0.1:1/0", "bench:asgi:", BENCH_ROUTES=True)
     )

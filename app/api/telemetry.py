@@ -14,19 +14,22 @@ registry of this app's own, so several apps in one test process never collide.
 **The hot path stays an integer increment.** The cache counters are counted where they happen,
 in the service layer, which knows nothing of Prometheus: ``CacheMetrics`` is a dataclass of
 plain ints (also shown by ``/readyz``), and a cache hit costs one ``+= 1``. They reach Prometheus
-through ``CacheCounterSync``: once per request, when the response starts (before the client can
-see it), the request middleware compares a tuple of those ints with the last one it published
-and adds only the differences to real ``prometheus_client`` counters (usually one ``inc``, or
-none). A custom collector reading the ints at scrape time would be cheaper still, but in
-multiprocess mode a custom collector only sees the worker that happens to answer the scrape, so
-the counts would not be summed across workers and a dead worker's would be lost. Syncing at the
-response start keeps them exact: a request's counts are in the shared files before its answer
-leaves the worker. (Counts made outside any request — none on today's paths — would wait for the
-next request or scrape of that worker.)
+through ``CacheCounterSync``, which compares a tuple of those ints with the last one it published
+and adds only the differences to real ``prometheus_client`` counters. A custom collector reading
+the ints at scrape time would be cheaper still, but in multiprocess mode a custom collector only
+sees the worker that happens to answer the scrape, so the counts would not be summed across
+workers and a dead worker's would be lost.
 
-Per request the edge adds one counter ``inc`` and one histogram ``observe`` (the request), one
-``inc`` for the authentication outcome, and the sync above: a few microseconds in all, measured
-by ``bench/telemetry_cost.py``.
+**Written once per event-loop pass.** In multiprocess mode every ``inc`` is a locked write to a
+memory-mapped file; five per request (request counter, duration sum and bucket, outcome, cache
+sync) cost a cached ``GET /v1/me`` a tenth of its throughput. So the request middleware only
+notes each answered request (one ``append``, when its response starts), and ``Telemetry.flush``
+writes what the pass noted when the loop next gets round (``call_soon``): each counter once,
+each histogram bucket once, then the cache sync. The counts reach the shared files microseconds
+after the answer leaves (at the latest when the loop's next pass begins); a scrape answered by the
+same worker flushes first, so it always includes every request that worker has answered. A
+batch's durations reach the histogram's sum as one addition, which may differ in the last bits
+from adding them one by one.
 
 Labels are low-cardinality by construction: the route *template* (``/v1/keys/{prefix}/revoke``,
 ``unmatched`` when nothing matched), the method, the status, a fixed set of outcomes and tiers.
@@ -38,9 +41,11 @@ filter the path at the proxy); ``METRICS_ENABLED=false`` removes it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -207,32 +212,64 @@ class Telemetry:
             for result in ("hit", "miss"):
                 self.cache_lookups.labels(tier, result)
         self.cache_sync: CacheCounterSync | None = None
+        # What this event-loop pass counted, written by ``flush`` when the loop next gets round.
+        self._pending: list[tuple[str, Any, float]] = []
 
     def set_revocation_log_lag(self, seconds: float) -> None:
         """How far behind this worker's copy of the revocation log is, in seconds."""
         self.revocation_log_lag.set(seconds)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        """Count one answered request (called once per request, at its response start)."""
-        key = (route, method, status)
+        """Count one answered request (called once per request, at its response start).
+
+        Noted in a list and written to the metric files once per event-loop pass (see the
+        module docstring): one ``append`` on the request's path instead of five locked writes.
+        """
+        self._note(("request", (route, method, status), seconds))
+
+    def count_auth(self, outcome: str) -> None:
+        self._note(("auth", outcome, 0.0))
+
+    def _note(self, item: tuple[str, Any, float]) -> None:
+        pending = self._pending
+        pending.append(item)
+        if len(pending) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop (a tool, a test): write at once
+                self.flush()
+
+    def flush(self) -> None:
+        """Write what this pass counted: each counter once, each histogram bucket once."""
+        pending, self._pending = self._pending, []
+        requests: dict[tuple[str, str, int], list[float]] = {}
+        outcomes: dict[str, int] = {}
+        for kind, key, seconds in pending:
+            if kind == "request":
+                requests.setdefault(key, []).append(seconds)
+            else:
+                outcomes[key] = outcomes.get(key, 0) + 1
+        for key, durations in requests.items():
+            counter, histogram = self._request_children_of(key)
+            counter.inc(len(durations))
+            observe_many(histogram, durations)
+        for outcome, count in outcomes.items():
+            counter = self.auth_outcome.get(outcome) or self.auth_outcome["unavailable"]
+            counter.inc(count)
+        sync = self.cache_sync
+        if sync is not None:
+            sync.flush()
+
+    def _request_children_of(self, key: tuple[str, str, int]) -> tuple[Any, Any]:
         children = self._request_children.get(key)
         if children is None:
+            route, method, status = key
             children = (
                 self.requests.labels(route, method, str(status)),
                 self.request_duration.labels(route),
             )
             self._request_children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
-        sync = self.cache_sync
-        if sync is not None:
-            sync.flush()
-
-    def count_auth(self, outcome: str) -> None:
-        counter = self.auth_outcome.get(outcome)
-        if counter is None:
-            counter = self.auth_outcome["unavailable"]
-        counter.inc()
+        return children
 
     def scrape(self) -> bytes:
         """The text exposition: every worker's values summed in multiprocess mode.
@@ -246,6 +283,24 @@ class Telemetry:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
+
+
+def observe_many(histogram: Any, amounts: list[float]) -> None:
+    """``observe`` each of ``amounts``, with one write per bucket touched and one for the sum.
+
+    prometheus_client's ``Histogram.observe`` adds to the sum and to the first bucket whose
+    bound is not below the amount; this does the same arithmetic for a batch through the same
+    child values (``tests/api/test_telemetry_batching.py`` compares the exposition of both).
+    """
+    bounds = histogram._upper_bounds
+    buckets = histogram._buckets
+    counts: dict[int, int] = {}
+    for amount in amounts:
+        index = bisect_left(bounds, amount)
+        counts[index] = counts.get(index, 0) + 1
+    histogram._sum.inc(sum(amounts))
+    for index, count in counts.items():
+        buckets[index].inc(count)
 
 
 class CacheCounterSync:
@@ -391,8 +446,7 @@ def metrics_endpoint(telemetry: Telemetry) -> Callable[[Request], Awaitable[Resp
     """``GET /metrics``: read in a thread, since summing the worker files is file I/O."""
 
     async def metrics(_request: Request) -> Response:
-        if telemetry.cache_sync is not None:
-            telemetry.cache_sync.flush()
+        telemetry.flush()
         body = await run_in_threadpool(telemetry.scrape)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
