@@ -72,7 +72,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # One lazy timer per connection rather than one armed and cancelled per request: a
+        # header phase only notes when it began, and the timer, when it fires (at most once per
+        # deadline), closes the connection or re-arms itself for the phase now running.
         self._header_deadline: asyncio.TimerHandle | None = None
+        self._header_phase_began: float | None = None
         # True from the connection's start, and again once a request's body is complete, until
         # the next header block is complete: the phase the header limits and deadline cover.
         self._awaiting_headers = True
@@ -88,7 +92,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.logger.warning("Refused a connection: %d open.", len(self.connections) - 1)
             self._answer_and_close(503, "too many connections; try again shortly")
             return
-        self._arm_header_deadline()
+        self._begin_header_phase()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_deadline()
@@ -99,8 +103,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         max_header_bytes = self.limits.max_header_bytes
         while data and self._awaiting_headers:
-            if self._header_deadline is None:
-                self._arm_header_deadline()  # the first bytes of a request after keep-alive
+            if self._header_phase_began is None:
+                self._begin_header_phase()  # the first bytes of a request after keep-alive
             room = max_header_bytes - self._header_bytes
             if room <= 0:
                 self._answer_and_close(431, f"request headers larger than {max_header_bytes} bytes")
@@ -130,7 +134,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._awaiting_headers = False
-        self._cancel_header_deadline()
+        self._header_phase_began = None
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -148,21 +152,32 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     # -- the header deadline ------------------------------------------------------------------
 
-    def _arm_header_deadline(self) -> None:
-        self._cancel_header_deadline()
-        self._header_deadline = self.loop.call_later(
-            self.limits.header_timeout_seconds, self._header_deadline_passed
-        )
+    def _begin_header_phase(self) -> None:
+        """The deadline for this header block starts now; make sure a timer will look at it."""
+        began = self.loop.time()
+        self._header_phase_began = began
+        if self._header_deadline is None:
+            self._header_deadline = self.loop.call_at(
+                began + self.limits.header_timeout_seconds, self._header_deadline_passed
+            )
 
     def _cancel_header_deadline(self) -> None:
+        self._header_phase_began = None
         if self._header_deadline is not None:
             self._header_deadline.cancel()
             self._header_deadline = None
 
     def _header_deadline_passed(self) -> None:
         self._header_deadline = None
-        if self.transport.is_closing():
+        began = self._header_phase_began
+        if began is None or self.transport.is_closing():
+            return  # no header block under way: the next one arms a timer
+        deadline = began + self.limits.header_timeout_seconds
+        if self.loop.time() < deadline:
+            # A later header block than the one this timer was armed for: wait for its end.
+            self._header_deadline = self.loop.call_at(deadline, self._header_deadline_passed)
             return
+        self._header_phase_began = None
         if self._request_begun:
             self._answer_and_close(408, "request headers not received in time")
         else:

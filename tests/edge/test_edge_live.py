@@ -336,3 +336,32 @@ def test_connections_past_the_per_worker_cap_get_503_at_once() -> None:
             for sock in socks:
                 sock.close()
         assert_healthy(live)
+
+
+def test_the_header_deadline_runs_per_header_block_on_a_kept_alive_connection(
+    server: LiveServer,
+) -> None:
+    """Requests for longer than the deadline keep their connection; a stall is cut on time.
+
+    The deadline is counted from the first byte of each header block, not from when the
+    connection (or its first request) began: a busy kept-alive connection is never cut, and a
+    header block left unfinished later is cut one deadline after it began.
+    """
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        busy_until = time.monotonic() + HEADER_TIMEOUT_SECONDS + 1.5
+        answered = 0
+        while time.monotonic() < busy_until:
+            sock.sendall(HEALTHZ_KEEP_ALIVE)
+            assert read_one_response(sock).startswith(b"HTTP/1.1 200 ")
+            answered += 1
+            time.sleep(0.25)  # the client's pace, not a wait for the server
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        stalled_at = time.monotonic()
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+        closed_after = time.monotonic() - stalled_at
+
+    assert answered > HEADER_TIMEOUT_SECONDS * 2
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert HEADER_TIMEOUT_SECONDS - 0.5 <= closed_after <= HEADER_TIMEOUT_SECONDS + 2, closed_after
