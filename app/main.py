@@ -15,7 +15,12 @@ import structlog
 from fastapi import APIRouter, FastAPI
 
 from app.api import audit, bench_routes, health, keys, me
-from app.api.authentication import API_KEY_SCHEME_NAME, HEADER_NAME_STATE, KeyHeader
+from app.api.authentication import (
+    API_KEY_SCHEME_NAME,
+    AUTHENTICATION_STATE,
+    KeyHeader,
+    RouteAuthentication,
+)
 from app.api.docs import install_docs
 from app.api.errors import register_error_handlers
 from app.api.openapi_document import complete_openapi
@@ -114,7 +119,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.container = container
-    setattr(app.state, HEADER_NAME_STATE, KeyHeader.named(header_name))
+    setattr(app.state, AUTHENTICATION_STATE, RouteAuthentication(KeyHeader.named(header_name)))
     register_error_handlers(app)
     routers = [health.router, me.router, keys.router, audit.router]
     if with_bench_routes:

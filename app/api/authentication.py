@@ -30,8 +30,8 @@ from app.services.apikey_service import ApiKeyService, AuthenticatedKey
 
 API_KEY_SCHEME_NAME = "ApiKeyAuth"
 DEFAULT_HEADER_NAME = "X-API-Key"
-HEADER_NAME_STATE = "apikey_header"
-"""``app.state`` attribute holding the app's ``KeyHeader``."""
+AUTHENTICATION_STATE = "route_authentication"
+"""``app.state`` attribute holding the app's ``RouteAuthentication``."""
 CALLER_SCOPE_KEY = "game_api.caller"
 AUTH_OUTCOME_SCOPE_KEY = "game_api.auth_outcome"
 """Why a request was refused (``malformed``, ``unknown``, ...), for metrics and the access log."""
@@ -116,6 +116,25 @@ def apikey_service(service: ApiKeyService = Provide[Container.apikey_service]) -
     return service
 
 
+@dataclass(slots=True)
+class RouteAuthentication:
+    """What an app's authenticated routes need per request, found with one attribute read.
+
+    The service is resolved through the container's wiring on the app's first authenticated
+    request (so provider overrides made before it apply) and kept: resolving it per request
+    cost as much as the key check itself.
+    """
+
+    header: KeyHeader
+    service: ApiKeyService | None = None
+
+    def resolved_service(self) -> ApiKeyService:
+        service = self.service
+        if service is None:
+            service = self.service = apikey_service()
+        return service
+
+
 class AuthenticatedRoute(APIRoute):
     """A route whose endpoint declared a key requirement; see the module docstring.
 
@@ -142,9 +161,16 @@ class AuthenticatedRoute(APIRoute):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Per request, not cached on the route: FastAPI may share route objects between apps.
-        header = getattr(scope["app"].state, HEADER_NAME_STATE, DEFAULT_KEY_HEADER)
+        authentication: RouteAuthentication | None = getattr(
+            scope["app"].state, AUTHENTICATION_STATE, None
+        )
+        if authentication is None:  # an app not built by create_app: the defaults
+            authentication = RouteAuthentication(DEFAULT_KEY_HEADER)
+        header = authentication.header
         try:
-            caller = await apikey_service().authenticate(presented_key(scope["headers"], header))
+            caller = await authentication.resolved_service().authenticate(
+                presented_key(scope["headers"], header)
+            )
         except GameApiError as exc:
             scope[AUTH_OUTCOME_SCOPE_KEY] = refusal_outcome(exc)
             raise
