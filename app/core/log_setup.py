@@ -36,7 +36,7 @@ from typing import Any, Literal, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from app.core.access_lines import AccessLineRenderer, console_renderer
+from app.core.access_lines import AccessLineMaker
 
 LogFormat = Literal["console", "json"]
 
@@ -57,6 +57,22 @@ def _add_request_id(_logger: WrappedLogger, _name: str, event_dict: EventDict) -
     if request_id is not None:
         event_dict.setdefault("request_id", request_id)
     return event_dict
+
+
+_process_id = os.getpid()
+
+
+def _refresh_pid() -> None:
+    global _process_id
+    _process_id = os.getpid()
+
+
+os.register_at_fork(after_in_child=_refresh_pid)
+
+
+def _pid() -> int:
+    """This process's id, read once per process rather than with a system call per line."""
+    return _process_id
 
 
 def _add_pid(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
@@ -188,30 +204,20 @@ class BatchedLineWriter:
             self._stream.flush()
 
 
-def _not_mine(event_dict: dict[str, Any]) -> str | None:
-    """JSON lines: ``JSONRenderer`` is ``json.dumps``, in C already; nothing to gain."""
-    return None
-
-
 class AccessLog:
     """Writes the access event: the same keys and renderer as every other line, made directly.
 
-    It runs once per request, so it skips both ``logging`` (a ``LogRecord``, the caller lookup,
-    a handler lock and a copy of the event) and structlog's processor chain: the event dict is
-    built with the keys the chain would add (``request_id``, ``level``, ``logger``,
-    ``timestamp`` to the microsecond, ``pid``) and handed to the configured renderer, then to a
-    ``BatchedLineWriter``. ``bench/telemetry_cost.py`` measures what is left.
+    It runs once per request, so it skips ``logging`` (a ``LogRecord``, the caller lookup, a
+    handler lock and a copy of the event), structlog's processor chain and its renderer: the
+    line, with the keys the chain would add (``request_id``, ``level``, ``logger``,
+    ``timestamp`` to the microsecond, ``pid``), is made by ``access_lines.AccessLineMaker`` and
+    handed to a ``BatchedLineWriter``. ``bench/telemetry_cost.py`` measures what is left.
     """
 
     def __init__(self, stream: TextIO, log_format: LogFormat) -> None:
         self._writer = BatchedLineWriter(stream)
-        self._render = _renderer(log_format)
-        # The same line put together directly (see ``access_lines``); ``None`` hands an event
-        # with an unexpected value back to the renderer above.
-        self._render_fast: AccessLineRenderer = (
-            _not_mine
-            if log_format == "json"
-            else console_renderer("info", "request", ACCESS_LOGGER)
+        self._maker = AccessLineMaker(
+            log_format, event="request", level="info", logger_name=ACCESS_LOGGER
         )
         self._second = -1
         self._second_text = ""
@@ -224,20 +230,29 @@ class AccessLog:
             self._second = second
         return f"{self._second_text}.{int((now - second) * 1_000_000):06d}Z"
 
-    def event(self, **fields: Any) -> None:
-        event_dict: dict[str, Any] = {"event": "request", **fields}
-        request_id = REQUEST_ID.get()
-        if request_id is not None:
-            event_dict["request_id"] = request_id
-        event_dict["level"] = "info"
-        event_dict["logger"] = ACCESS_LOGGER
-        event_dict["timestamp"] = self._timestamp()
-        event_dict["pid"] = os.getpid()
-        line = self._render_fast(event_dict)
-        if line is None:
-            rendered = self._render(None, "info", event_dict)
-            line = rendered if isinstance(rendered, str) else str(rendered)
-        self._writer.msg(line)
+    def event(
+        self,
+        *,
+        route: str,
+        method: str,
+        status: int,
+        duration_ms: float,
+        key_prefix: str | None,
+        auth: str | None,
+    ) -> None:
+        self._writer.msg(
+            self._maker.line(
+                timestamp=self._timestamp(),
+                pid=_pid(),
+                request_id=REQUEST_ID.get(),
+                route=route,
+                method=method,
+                status=status,
+                duration_ms=duration_ms,
+                key_prefix=key_prefix,
+                auth=auth,
+            )
+        )
 
     def flush(self) -> None:
         self._writer.flush()
