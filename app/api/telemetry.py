@@ -322,7 +322,7 @@ class CacheCounterSync:
         self._breaker = breaker
         self._breaker_was_open = False
         lookups = telemetry.cache_lookups
-        # In the order of ``_read``; ``cache_hits - local_hits`` is published as shared hits.
+        # In the order of ``_read``.
         self._counters = (
             lookups.labels(PROCESS_TIER, "hit"),
             lookups.labels(shared_tier, "hit"),
@@ -341,7 +341,7 @@ class CacheCounterSync:
         m = self._source
         return (
             m.local_hits,
-            m.cache_hits - m.local_hits,
+            m.shared_hits,
             m.cache_misses,
             m.negative_hits,
             m.repository_lookups,

@@ -270,48 +270,55 @@ class ApiKeyService:
 
     # -- request path -------------------------------------------------------------------------
 
+    def admit_from_memory(self, plaintext: str) -> AuthenticatedKey | None:
+        """The process-local hit, without an await: the caller, or ``None`` for "ask
+        ``authenticate``", which decides everything else.
+
+        A text of the key's length is hashed and looked up in this process's memory, where
+        only the digests of issued (hence well-formed) keys can be found, so a hit needs no
+        format check — sha256 does not collide. Only under a valid lease, only an active entry,
+        only with the remembered record of this very digest, not revoked and not expired.
+        Routes call it before ``authenticate`` so that a hit costs no coroutine either.
+        """
+        local_view = self._local_view
+        if local_view is None or len(plaintext) != KEY_LENGTH:
+            return None
+        follower = self._follower
+        if follower is not None and follower.lease_until <= _monotonic():
+            return None
+        cache_key = _sha256(plaintext.encode()).hexdigest()
+        cached = local_view.peek(cache_key)
+        if cached is None or not cached.active:
+            return None
+        known = self._known_key(cached.apiKey)
+        # The memo is keyed by prefix and a shared tier's value can name any prefix, so the
+        # record must carry this digest. ``==``, not ``compare_digest``: the caller chose
+        # ``cache_key`` and learns nothing usable from a digest.
+        if (
+            known is None
+            or known.digest != cache_key
+            or not known.admissible
+            or (known.expires_at is not None and self._clock() >= known.expires_at)
+        ):
+            return None
+        self.metrics.local_hits += 1
+        return known.identity
+
     async def authenticate(self, plaintext: str) -> AuthenticatedKey:
         """Admit an active key or raise ``InvalidApiKey``; ``RepositoryUnavailable`` on outage.
 
-        With a process-local cache the hit comes first: a text of the key's length is hashed
-        and looked up in this process's memory, where only the digests of issued (hence
-        well-formed) keys can be found, so a hit needs no format check — sha256 does not
-        collide. Everything else (a miss, a text of another length, every shared-cache or
-        database read) passes the offline format check first: garbage is refused before it
-        reaches a cache backend's ``get``, Redis or the database.
+        A process-local hit first (``admit_from_memory``); then the offline format check, which
+        every other path passes before anything else: garbage is refused before it reaches a
+        cache backend's ``get``, Redis or the database.
         """
-        cache_key: str | None = None
-        local_view = self._local_view
-        if local_view is not None and len(plaintext) == KEY_LENGTH:
-            # The process-local hit, inline (each call saved is a tenth of the hit's cost):
-            # only under a valid lease, only an active entry, only with the remembered record
-            # of this very digest, not revoked and not expired. Anything else takes the full
-            # path below, which decides.
-            cache_key = _sha256(plaintext.encode()).hexdigest()
-            follower = self._follower
-            if follower is None or follower.lease_until > _monotonic():
-                cached = local_view.peek(cache_key)
-                if cached is not None and cached.active:
-                    known = self._known_key(cached.apiKey)
-                    # The memo is keyed by prefix and a shared tier's value can name any prefix,
-                    # so the record must carry this digest. ``==``, not ``compare_digest``: the
-                    # caller chose ``cache_key`` and learns nothing usable from a digest.
-                    if (
-                        known is not None
-                        and known.digest == cache_key
-                        and known.admissible
-                        and (known.expires_at is None or self._clock() < known.expires_at)
-                    ):
-                        metrics = self.metrics
-                        metrics.cache_hits += 1
-                        metrics.local_hits += 1
-                        return known.identity
+        identity = self.admit_from_memory(plaintext)
+        if identity is not None:
+            return identity
         try:
             prefix = validated_prefix(plaintext)
         except MalformedApiKey:
             raise InvalidApiKey("malformed") from None
-        if cache_key is None:
-            cache_key = digest(plaintext)
+        cache_key = digest(plaintext)
         if cache_key in self._negative:
             self.metrics.negative_hits += 1
             raise InvalidApiKey("unknown")
@@ -331,10 +338,10 @@ class ApiKeyService:
         if cached is not None and cached.apiKey == prefix:
             if not cached.active or self._recently_revoked.get(cache_key) is not None:
                 # A tombstone (or a revocation this process applied) wins over any record.
-                self.metrics.cache_hits += 1
+                self.metrics.shared_hits += 1
                 raise InvalidApiKey("revoked")
             if record is not None:
-                self.metrics.cache_hits += 1
+                self.metrics.shared_hits += 1
                 return self._admit(record)
         self.metrics.cache_misses += 1
         lookup = await self._digest_lookups.run(

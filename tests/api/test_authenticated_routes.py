@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from fastapi.routing import APIRoute
 
 from app.api.authentication import AuthenticatedRoute, requires_key
+from app.domain.keys import generate_api_key
 from tests.api.conftest import Api
 
 
@@ -75,3 +76,25 @@ async def test_the_docs_document_the_401_and_403_answers(api: Api) -> None:
     keys = schema["paths"]["/v1/keys"]["post"]["responses"]
     assert "401" in me and "403" not in me
     assert {"401", "403"} <= set(keys)
+
+
+async def test_a_cached_key_is_admitted_without_awaiting_authenticate(api: Api) -> None:
+    """A route asks the process-local hit first; ``authenticate`` is for everything else."""
+    created = await api.create_key(["read"])
+    assert (await api.client.get("/v1/me", headers=api.auth(created.plaintext))).status_code == 200
+    awaited: list[str] = []
+    original = api.service.authenticate
+
+    async def recording_authenticate(plaintext: str) -> Any:
+        awaited.append("authenticate")
+        return await original(plaintext)
+
+    api.service.authenticate = recording_authenticate  # type: ignore[method-assign]
+
+    again = await api.client.get("/v1/me", headers=api.auth(created.plaintext))
+    unknown = await api.client.get("/v1/me", headers=api.auth(generate_api_key().plaintext))
+
+    assert again.status_code == 200
+    assert again.json()["prefix"] == created.record.prefix
+    assert unknown.status_code == 401
+    assert awaited == ["authenticate"]  # the unknown key's, not the cached one's
