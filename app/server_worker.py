@@ -7,7 +7,8 @@ what a client may make a worker hold before any request exists live here, in the
 - **Header block size** (``HTTP_MAX_HEADER_BYTES``): bytes are fed to the parser in slices that
   never take the header block past the limit, so one 50 MiB header costs at most the limit in
   memory; the request is answered 431 as soon as the limit is reached without the blank line.
-- **Header count** (``HTTP_MAX_HEADER_COUNT``): the header past the limit stops the parser; 431.
+- **Header count** (``HTTP_MAX_HEADER_COUNT``): a complete block with more headers stops the
+  parser before any request exists; 431.
 - **Header deadline** (``HTTP_HEADER_TIMEOUT_SECONDS``): from the moment a connection opens, or
   the first byte of a following request arrives, the whole header block must be in within the
   deadline, else the connection is closed (with 408 if part of a request had arrived). This is
@@ -126,13 +127,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._request_begun = True
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if len(self.headers) >= self.limits.max_header_count:
-            self._too_many_headers = True
-            raise _TooManyHeaders
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
+        # Counted once the block is in rather than header by header (a Python call more per
+        # header on every request): the block is already bounded by ``max_header_bytes``.
+        if len(self.headers) > self.limits.max_header_count:
+            self._too_many_headers = True
+            raise _TooManyHeaders  # stops the parser; answered in ``send_400_response``
         self._awaiting_headers = False
         self._header_phase_began = None
         super().on_headers_complete()
