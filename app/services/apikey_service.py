@@ -188,7 +188,7 @@ class ApiKeyService:
         self._pending_shared: dict[int, KeyEvent] = {}
         # Keys this process learnt were revoked, for as long as a stale "active" value could
         # still sit in the shared cache: such a value is refused (and its tombstone re-written).
-        self._recently_revoked: BoundedTtlMap[str, bool] = BoundedTtlMap(_MAX_PENDING_SHARED)
+        self._recently_revoked: BoundedTtlMap[str, KeyEvent] = BoundedTtlMap(_MAX_PENDING_SHARED)
         self._follower: RevocationFollower | None = None
         if event_log is not None:
             self._follower = RevocationFollower(
@@ -291,7 +291,7 @@ class ApiKeyService:
             await follower.wait_first_poll(_FIRST_POLL_WAIT_SECONDS)
         cached, record = await self._read_cache(prefix, cache_key, load_by_prefix=True)
         if cached is not None and cached.apiKey == prefix:
-            if not cached.active or self._recently_revoked.get(cache_key) is not None:
+            if not cached.active:
                 # A tombstone (or a revocation this process applied) wins over any record.
                 self.metrics.cache_hits += 1
                 raise InvalidApiKey("revoked")
@@ -321,10 +321,11 @@ class ApiKeyService:
         """
         if self._read_pair is not None:
             cached, signed = await self._read_pair(cache_key)
-            if cached is None or signed is None or signed.prefix != prefix:
+            cached = self._unless_revoked_here(cache_key, cached)
+            if cached is None or signed is None or signed.prefix != prefix or not cached.active:
                 return cached, None
             return cached, signed
-        cached = await self._cached(cache_key)
+        cached = self._unless_revoked_here(cache_key, await self._cached(cache_key))
         if cached is None or cached.apiKey != prefix or not cached.active:
             return cached, None
         known = self._known_record(prefix)
@@ -339,6 +340,31 @@ class ApiKeyService:
         if load_by_prefix:
             record = await self._prefix_lookups.run(prefix, lambda: self._load_by_prefix(prefix))
         return cached, record if record is not None and _bound(record, cache_key) else None
+
+    def _unless_revoked_here(
+        self, cache_key: str, cached: SimpleNamespace | None
+    ) -> SimpleNamespace | None:
+        """``cached``, or a tombstone when it says "active" for a key this process has applied
+        the revocation of.
+
+        Such a value is stale: its tombstone was lost, e.g. written to a primary that a failover
+        then demoted (it resynchronised from a replica that never received it). The read that
+        found it may have copied it into this process's memory (the tiered L1), where the next
+        request would take it without asking Redis or checking the revocation: it goes, the
+        signed record that came with it is not remembered, and the tombstone is re-written
+        after the next poll, for every process, including those started after the revocation.
+        """
+        if cached is None or not cached.active:
+            return cached
+        event = self._recently_revoked.get(cache_key)
+        if event is None:
+            return cached
+        self._known.pop(event.prefix)
+        if self._evict_local is not None:
+            self._evict_local(cache_key)
+        if self._has_shared_tier and self._follower is not None:
+            self._pending_shared.setdefault(event.id, event)
+        return SimpleNamespace(apiKey=cached.apiKey, active=False)
 
     def _admit_from_process_memory(self, prefix: str, cache_key: str) -> AuthenticatedKey | None:
         """The hit path of process-local caches: no await, no allocation, no budget.
@@ -691,7 +717,7 @@ class ApiKeyService:
         self._digest_lookups.forget(event.digest)
         self._negative.discard(event.digest)
         if event.kind == "revoked":
-            self._recently_revoked.put(event.digest, True, self._cache_ttl + self._lease_seconds)
+            self._recently_revoked.put(event.digest, event, self._cache_ttl + self._lease_seconds)
         if self._evict_local is not None:
             self._evict_local(event.digest)
 
