@@ -26,6 +26,19 @@ IN_CI = bool(os.environ.get("CI"))
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_TEST_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 TEST_HMAC_SECRET = "test-suite-record-signing-secret"
+REDIS_TOPOLOGY_SETTINGS = (
+    "REDIS_TOPOLOGY",
+    "REDIS_SENTINELS",
+    "REDIS_SENTINEL_SERVICE",
+    "REDIS_SENTINEL_USERNAME",
+    "REDIS_SENTINEL_PASSWORD",
+    "REDIS_CLUSTER_NODES",
+    "REDIS_USERNAME",
+    "REDIS_PASSWORD",
+    "REDIS_TLS",
+    "REDIS_TLS_CA_FILE",
+    "REDIS_DB",
+)
 
 
 def unavailable(reason: str) -> None:
@@ -50,6 +63,8 @@ def _tcp_answers(url: str, default_port: int) -> bool:
 def _isolated_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test inherits the developer's config file or cache settings."""
     for name in ("GAME_API_CONFIG", "APIKEY_CACHE_BACKEND", "REDIS_URL", "DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for name in REDIS_TOPOLOGY_SETTINGS:
         monkeypatch.delenv(name, raising=False)
     # A Redis-backed cache needs a record-signing secret; the tests' own, as a deployment's.
     monkeypatch.delenv("APIKEY_CACHE_HMAC_PREVIOUS_SECRETS", raising=False)

@@ -97,7 +97,8 @@ def invalidation_channel(l2: RedisApiKeyCacheBackend) -> str:
     Pub/sub ignores the database number, so two deployments that differ only in ``REDIS_URL``'s
     database would otherwise hear (and acknowledge) each other's invalidations.
     """
-    database = l2.client.connection_pool.connection_kwargs.get("db", 0)
+    pool = getattr(l2.client, "connection_pool", None)  # a cluster client has none: db 0
+    database = pool.connection_kwargs.get("db", 0) if pool is not None else 0
     suffix = INVALIDATION_CHANNEL_SUFFIX
     return l2.key_prefix + (suffix if not database else f"db{database}:{suffix}")
 
