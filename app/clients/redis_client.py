@@ -43,6 +43,15 @@ def connection_knobs(socket_timeout_ms: int, connect_timeout_ms: int) -> dict[st
     }
 
 
+async def ping_primaries(client: RedisClient) -> None:
+    """PING the server, or every primary of a cluster: a dead replica is no reason to call the
+    cache unavailable, a dead primary (a third of the keys) is."""
+    if isinstance(client, RedisCluster):
+        await client.ping(target_nodes=RedisCluster.PRIMARIES)
+    else:
+        await client.ping()
+
+
 def build_redis_client(
     url: str,
     *,

@@ -25,7 +25,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -144,3 +145,29 @@ def build_optional_cluster_client(
 ) -> RedisCluster | None:
     """``None`` when no seed nodes are configured, so the container can fall back to memory."""
     return build_cluster_client(nodes, **settings) if nodes else None
+
+
+async def shard_channel_pubsub(
+    client: RedisCluster, channel: str, *, refresh_slots: bool = False
+) -> PubSub:
+    """A pub/sub session on the primary that owns ``channel``'s slot, for ``SSUBSCRIBE``.
+
+    Its connection is its own (a one-connection pool with the cluster's connection settings),
+    not one borrowed from the node's pool: it never carries other commands, and closing the
+    session closes it. redis-py's ``ClusterPubSub`` is not used because it moves subscriptions
+    between nodes on its own after a slot-map refresh, and the listener must *see* every move
+    (messages published meanwhile were lost: its L1 must be flushed). Here a move shows as an
+    error or a ``sunsubscribe`` on this session, and the next session is opened on the new
+    owner; ``refresh_slots`` re-reads the slot map first (after a failure: a failover moved the
+    primary, or a slot migrated).
+    """
+    await client.initialize()
+    if refresh_slots:
+        await client.nodes_manager.initialize()
+    node = client.get_node_from_key(channel)
+    if node is None:
+        raise RedisConnectionError(f"no cluster node serves {channel}'s slot")
+    pool = ConnectionPool(
+        connection_class=node.connection_class, max_connections=1, **node.connection_kwargs
+    )
+    return PubSub(connection_pool=pool)
