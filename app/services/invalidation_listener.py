@@ -27,6 +27,19 @@ re-subscribes silently, and messages published in the gap are lost. So:
   the connection down when the PONG does not come within as long again — ``check_health`` only
   writes a PING, which succeeds on a half-open socket;
 * any error marks the L1 untrusted, and the listener reconnects with a capped backoff.
+
+On a Redis Cluster the channel is a *sharded* one (``SSUBSCRIBE``/``SPUBLISH``): classic
+``PUBLISH`` is copied to every node of the cluster, and its receiver count covers only the node
+that took it. The channel and the reply channels carry one hash tag (``cache_factories`` names
+them), so one session on the primary that owns that slot serves both. After a failover or a slot
+migration that session fails (an error, a watchdog timeout, or the server's ``sunsubscribe``);
+the next one re-reads the slot map and subscribes on the new owner, and its confirmation flushes
+the L1 before it is trusted, as above. On Sentinel the session's connection comes from the
+sentinel-managed pool, so a reconnect asks the sentinels for the current primary.
+
+Acknowledgements are counted against the PUBLISH/SPUBLISH receiver count only to know how long
+to wait and what to report; whether a revocation is final is decided from the members registry
+(``revocation_finality``), never from that count.
 """
 
 from __future__ import annotations
@@ -40,9 +53,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
+
+from app.clients.redis_client import RedisClient
+from app.clients.redis_topologies import shard_channel_pubsub
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +73,14 @@ Publish = Callable[[str, bytes | str], Awaitable[int]]
 
 class ListenerStalled(Exception):
     """No frame, not even a PONG, arrived in time: the connection is presumed dead."""
+
+
+class SubscriptionMoved(Exception):
+    """The server dropped a sharded subscription (its slot moved): open a new session."""
+
+
+# Sharded pub/sub frames mean the same as the classic ones.
+_FRAME_KINDS = {"ssubscribe": "subscribe", "smessage": "message", "sunsubscribe": "unsubscribe"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +165,7 @@ class InvalidationListener:
 
     def __init__(
         self,
-        client: Redis,
+        client: RedisClient,
         channel: str,
         *,
         publish: Publish,
@@ -153,6 +177,8 @@ class InvalidationListener:
         if watchdog_interval_seconds <= 0:
             raise ValueError("watchdog_interval_seconds must be positive")
         self._client = client
+        self._sharded = isinstance(client, RedisCluster)
+        self._refresh_slots = False
         self._channel = channel
         self._publish = publish
         self._on_invalidate = on_invalidate
@@ -279,23 +305,38 @@ class InvalidationListener:
             await asyncio.sleep(delay)
             delay = min(delay * 2, _MAX_RECONNECT_DELAY)
 
+    async def _open_session(self) -> PubSub:
+        client = self._client
+        if isinstance(client, RedisCluster):
+            # After a failed session, the slot's owner may have changed: re-read the map.
+            return await shard_channel_pubsub(
+                client, self._channel, refresh_slots=self._refresh_slots
+            )
+        return client.pubsub()
+
     async def _listen(self) -> None:
-        pubsub = self._client.pubsub()
+        pubsub: PubSub | None = None
         connection: AbstractConnection | None = None
         try:
-            await pubsub.subscribe(self._channel, self._reply_channel)
+            pubsub = await self._open_session()
+            if self._sharded:
+                await pubsub.ssubscribe(self._channel, self._reply_channel)
+            else:
+                await pubsub.subscribe(self._channel, self._reply_channel)
             connection = pubsub.connection
             if connection is not None:
                 connection.register_connect_callback(self._on_reconnect)
             await self._pump(pubsub)
         except Exception as exc:
+            self._refresh_slots = True
             self._lose(f"{type(exc).__name__}: {exc}")
             raise
         finally:
             self._lose("stopped")
             if connection is not None:
                 connection.deregister_connect_callback(self._on_reconnect)  # type: ignore[no-untyped-call]
-            await self._release(pubsub)
+            if pubsub is not None:
+                await self._release(pubsub)
 
     async def _pump(self, pubsub: PubSub) -> None:
         """Read frames forever; the watchdog raises ``ListenerStalled`` on silence."""
@@ -322,8 +363,16 @@ class InvalidationListener:
             await self._dispatch(frame)
 
     async def _dispatch(self, frame: dict[str, Any]) -> None:
-        kind = frame.get("type")
+        kind = _text(frame.get("type"))
+        kind = _FRAME_KINDS.get(kind, kind) if kind is not None else None
         channel = _text(frame.get("channel"))
+        if (
+            self._sharded
+            and kind == "unsubscribe"
+            and channel in self._confirmed
+            and not self._closing
+        ):
+            raise SubscriptionMoved(f"the server dropped {channel}")
         if kind == "subscribe":
             self._on_subscribed(channel)
         elif kind == "message" and channel == self._channel:
@@ -335,6 +384,7 @@ class InvalidationListener:
 
     def _on_subscribed(self, channel: str | None) -> None:
         if channel == self._channel:
+            self._refresh_slots = False
             # Whatever was published while we were not subscribed is lost: start from empty.
             self._on_trusted()
             self._subscribed = True
