@@ -488,6 +488,11 @@ class SentinelSet:
         with self.nodes[port].client() as client:
             return sum(1 for _ in client.scan_iter(match=match, count=1000))
 
+    def value(self, port: int, key: str) -> str | None:
+        with self.nodes[port].client() as client:
+            raw: str | None = client.get(key)
+            return raw
+
     def subscribers(self, port: int, channel: str) -> int:
         with self.nodes[port].client() as client:
             counts = client.pubsub_numsub(channel)

@@ -1,0 +1,278 @@
+"""Redis Sentinel failing over under traffic: valid keys keep working, revoked keys stay revoked,
+and the cache is used again on the new primary — without restarting the service.
+
+The deployment: a ``SentinelSet`` (one primary, one replica, three sentinels; see
+``tests/support/redis_sentinel.py``), one throw-away PostgreSQL database, and two hosts (A and
+B, ``game-api serve --workers 2`` each, ``REDIS_TOPOLOGY=sentinel``) reaching both directly.
+Background threads send several valid keys and three victim keys to both hosts on fresh
+connections throughout. Then, in order:
+
+1. ``SENTINEL FAILOVER``; as soon as the replica answers ``role:master`` (the sentinels may
+   not have switched yet, and the old primary still thinks it is one), victim ``switch`` is
+   revoked on host A. Then until the old primary has been turned into a replica of the new
+   one (sentinel does that several seconds later; until then it is a second primary some
+   connections may still use).
+2. The new primary is killed outright (SIGKILL); while nothing answers as primary, victim
+   ``outage`` is revoked on host B.
+3. Once the sentinels have promoted the remaining node, victim ``after`` is revoked on host A,
+   and the load goes on for a few seconds and until every worker has answered every victim.
+
+The figures, one line each (run with ``-s``), and what is asserted:
+
+* the longest window of failed valid requests on a host: at most ``FAILURE_WINDOW_BOUND``
+  (and no valid key is ever refused with 401);
+* for each victim, the requests sent after its revoke returned that were admitted: 0, on
+  every worker of both hosts (and the revoke answered 200);
+* cache hits on the new primary: each host's ``/metrics`` hit counters grow after the last
+  failover, the new primary's ``keyspace_hits`` grow and it holds entries under the
+  deployment's prefix; for ``tiered``, every worker's invalidation listener is subscribed on it.
+
+Run: ``.venv/bin/pytest tests/multihost/test_sentinel_failover.py -s`` (slow; about 40 s per
+backend).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from app.domain.keys import digest
+from app.services.redis_cache_backend import decode_value
+from tests.support.databases import temporary_postgres_database
+from tests.support.failover import (
+    DirectHost,
+    counter_growth,
+    direct_hosts,
+    failed,
+    longest_failure_window,
+)
+from tests.support.multihost import (
+    Key,
+    LoadGenerator,
+    RevokeOutcome,
+    Sample,
+    admitted_after,
+    create_key_over_http,
+    create_key_with_cli,
+    outcome_counts,
+    revoke_over_http,
+    sent_after,
+    workers_answering,
+)
+from tests.support.redis_sentinel import SentinelSet
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis_server]
+
+FAILURE_WINDOW_BOUND = 2.0  # seconds: the issue's target for valid requests failing at all
+REVOKE_TIMEOUT = 15.0
+WARM_UP_SECONDS = 1.0
+PROBE_SECONDS = 3.0  # load after the last revoke, and until every worker answered each victim
+COVERAGE_DEADLINE = 15.0
+VALID_LABELS = ("valid-1", "valid-2", "valid-3")
+VICTIMS = ("switch", "outage", "after")
+
+
+@dataclass(frozen=True)
+class Database:
+    url: str
+    admin_key: str
+
+
+@pytest.fixture(scope="module")
+def database(postgres_url: str) -> Iterator[Database]:
+    """One PostgreSQL database for the module; each case has its own hosts, keys and prefix."""
+    with temporary_postgres_database(postgres_url) as url:
+        admin = create_key_with_cli(url, "failover-admin", ["admin", "read", "write"])
+        yield Database(url=url, admin_key=admin.key)
+
+
+@pytest.fixture
+def sentinel_set() -> Iterator[SentinelSet]:
+    """A fresh set per case: each case fails it over twice and kills a node."""
+    redis = SentinelSet()
+    redis.start()
+    try:
+        yield redis
+    finally:
+        redis.close()
+
+
+def revoke(host: DirectHost, key: Key) -> RevokeOutcome:
+    outcome = revoke_over_http(host, key.prefix, timeout=REVOKE_TIMEOUT)
+    if outcome.status != 200:
+        raise AssertionError(f"revoking on {host.name} answered {outcome}")
+    return outcome
+
+
+def describe_revoke(outcome: RevokeOutcome) -> str:
+    finality = (outcome.body or {}).get("finality") or {}
+    return (
+        f"revoke {outcome.status} in {outcome.latency:.3f}s, "
+        f"final by {finality.get('how')!r} ({finality.get('acknowledged')}/"
+        f"{finality.get('expected')})"
+    )
+
+
+@pytest.mark.parametrize("backend", ["tiered", "redis"])
+def test_sentinel_failover_under_traffic(
+    database: Database, sentinel_set: SentinelSet, backend: str
+) -> None:
+    redis = sentinel_set
+    redis_env = {
+        "REDIS_TOPOLOGY": "sentinel",
+        "REDIS_SENTINELS": redis.sentinel_addresses,
+        "REDIS_SENTINEL_SERVICE": redis.service_name,
+    }
+    tag = f"[sentinel {backend}]"
+    with direct_hosts(
+        backend, admin_key=database.admin_key, database_url=database.url, redis_env=redis_env
+    ) as (hosts, key_prefix):
+        a, b = hosts
+        valid = {label: create_key_over_http(a, label) for label in VALID_LABELS}
+        victims = {label: create_key_over_http(a, f"victim-{label}") for label in VICTIMS}
+        workers = {host.name: set[str]() for host in hosts}
+        for host in hosts:
+            for key in [*valid.values(), *victims.values()]:
+                workers[host.name] |= host.prime(key.key)
+        keys = {label: key.key for label, key in [*valid.items(), *victims.items()]}
+
+        load = LoadGenerator(hosts, keys)
+        revoked: dict[str, RevokeOutcome] = {}
+        with load:
+            started = time.monotonic()
+            load.run_until(started, WARM_UP_SECONDS, {}, VALID_LABELS[0])
+
+            # 1. A forced failover; revoke while the old primary still acts as one.
+            old_primary = redis.current_primary()
+            candidate = redis.initial_replica
+            failover_sent = time.monotonic()
+            redis.start_failover()
+            redis.wait_promoted(candidate)
+            promoted_at = time.monotonic()
+            revoked["switch"] = revoke(a, victims["switch"])
+            first_new = redis.wait_for_new_primary(old_primary)
+            switched_at = time.monotonic()
+            assert first_new == candidate
+            redis.wait_demoted(old_primary)
+            demoted_at = time.monotonic()
+            redis.wait_replica_of(first_new, old_primary)
+            rejoined_at = time.monotonic()
+
+            # 2. The new primary dies; revoke while nothing answers as primary.
+            replica_stats_before = redis.info(old_primary, "stats")
+            killed = redis.kill_primary()
+            killed_at = time.monotonic()
+            revoked["outage"] = revoke(b, victims["outage"])
+            last_primary = redis.wait_for_new_primary(killed)
+            assert last_primary == old_primary
+            replaced_at = time.monotonic()
+            counters_before = {host.name: host.counters() for host in hosts}
+
+            # 3. Revoke once the new primary is in place, and keep probing.
+            revoked["after"] = revoke(a, victims["after"])
+            for label in VICTIMS:
+                load.run_until(
+                    revoked["after"].returned_at,
+                    PROBE_SECONDS,
+                    workers,
+                    label,
+                    maximum_seconds=COVERAGE_DEADLINE,
+                )
+            subscribers = (
+                redis.wait_subscribers(last_primary, key_prefix + "invalidate", 2 * len(hosts))
+                if backend == "tiered"
+                else None
+            )
+            counters_after = {host.name: host.counters() for host in hosts}
+        samples = load.samples
+        replica_stats_after = redis.info(last_primary, "stats")
+        entries_on_new_primary = redis.count_keys(last_primary, key_prefix + "*")
+        # What a process started now would find: every victim's shared entry a tombstone.
+        shared = {
+            label: decode_value(redis.value(last_primary, key_prefix + digest(key.key)))
+            for label, key in victims.items()
+        }
+
+    # -- figures ------------------------------------------------------------------------------
+    window = longest_failure_window(samples, VALID_LABELS)
+    valid_samples = [s for s in samples if s.label in VALID_LABELS]
+    failures = failed(samples, VALID_LABELS)
+    print(
+        f"\n{tag} timeline: promoted +{promoted_at - failover_sent:.2f}s after SENTINEL "
+        f"FAILOVER, sentinels switched +{switched_at - failover_sent:.2f}s, old primary still "
+        f"acting as primary until +{demoted_at - failover_sent:.2f}s, re-joined as replica "
+        f"+{rejoined_at - failover_sent:.2f}s; killed primary replaced after "
+        f"{replaced_at - killed_at:.2f}s"
+    )
+    print(
+        f"{tag} failed valid requests: {len(failures)} of {len(valid_samples)} "
+        f"({outcome_counts(failures)}); longest failure window {window.seconds:.3f}s "
+        f"on host {window.host} ({window.failed} requests; bound {FAILURE_WINDOW_BOUND:.1f}s)"
+    )
+    admits: dict[str, list[Sample]] = {}
+    for label in VICTIMS:
+        since = revoked[label].returned_at
+        admits[label] = admitted_after(samples, label, since)
+        asked = sent_after(samples, label, since)
+        print(
+            f"{tag} revoked {'during the failover' if label != 'after' else 'after it'} "
+            f"({label}): {len(admits[label])} admitted of {len(asked)} requests sent after the "
+            f"revoke returned ({outcome_counts(asked)}); {describe_revoke(revoked[label])}"
+        )
+    growth = {name: counter_growth(counters_before[name], counters_after[name]) for name in workers}
+    keyspace_hits = int(replica_stats_after["keyspace_hits"]) - int(
+        replica_stats_before["keyspace_hits"]
+    )
+    print(
+        f"{tag} cache hits after the last failover: "
+        + "; ".join(
+            f"host {name} +{g['hits_process']:.0f} process +{g['hits_shared']:.0f} shared "
+            f"(+{g['repository_lookups']:.0f} database lookups)"
+            for name, g in growth.items()
+        )
+        + f"; new primary keyspace_hits +{keyspace_hits}, {entries_on_new_primary} entries "
+        f"under the prefix"
+        + (f", {subscribers} invalidation subscribers" if subscribers is not None else "")
+    )
+
+    not_tombstones = sorted(
+        label for label, value in shared.items() if value is None or value.active
+    )
+    print(
+        f"{tag} victims whose shared entry on the new primary is not a tombstone: "
+        f"{len(not_tombstones)} of {len(shared)} {not_tombstones}"
+    )
+
+    # -- verdicts -----------------------------------------------------------------------------
+    problems: list[str] = []
+    if not_tombstones:
+        problems.append(f"no tombstone on the new primary for {not_tombstones}")
+    if any(s.status == 401 for s in valid_samples):
+        problems.append("a valid key was refused with 401")
+    if window.seconds > FAILURE_WINDOW_BOUND:
+        problems.append(
+            f"valid requests failed for {window.seconds:.3f}s on host {window.host} "
+            f"(> {FAILURE_WINDOW_BOUND}s)"
+        )
+    for label, admitted in admits.items():
+        if admitted:
+            problems.append(
+                f"{len(admitted)} requests with victim {label} were admitted after its revoke "
+                f"returned, the first {admitted[0].sent_at - revoked[label].returned_at:.3f}s "
+                f"after, by {sorted({(s.host, s.worker) for s in admitted})}"
+            )
+        wanted = {(host, worker) for host, each in workers.items() for worker in each}
+        silent = wanted - workers_answering(samples, label, revoked[label].returned_at)
+        if silent:
+            problems.append(f"workers that never answered {label} after its revoke: {silent}")
+    for name, g in growth.items():
+        if g["hits_process"] + g["hits_shared"] <= 0:
+            problems.append(f"host {name} had no cache hit after the last failover")
+        if backend == "tiered" and g["hits_process"] <= 0:
+            problems.append(f"host {name}'s local tier was not trusted again")
+    if keyspace_hits <= 0 or entries_on_new_primary <= 0:
+        problems.append("the new primary was not used as the cache")
+    assert not problems, "\n".join(problems)
