@@ -31,8 +31,16 @@ from tests.support.multihost import (
     LEASE_SECONDS,
     POLL_MS,
     WORKERS_PER_HOST,
+    Key,
+    RevokeOutcome,
     Sample,
+    ServingHost,
     _run_side_by_side,
+    admitted_after,
+    outcome_counts,
+    revoke_over_http,
+    sent_after,
+    workers_answering,
 )
 
 
@@ -186,3 +194,119 @@ def longest_failure_window(samples: Iterable[Sample], labels: Iterable[str]) -> 
 def failed(samples: Iterable[Sample], labels: Iterable[str]) -> list[Sample]:
     wanted = set(labels)
     return [s for s in samples if s.label in wanted and s.status != 200]
+
+
+# -- the report and the verdicts shared by the failover tests -----------------------------------
+
+FAILURE_WINDOW_BOUND = 2.0  # seconds: the issue's target for valid requests failing at all
+REVOKE_TIMEOUT = 15.0
+
+
+def revoke(host: ServingHost, key: Key) -> RevokeOutcome:
+    """Revoke over HTTP; anything but 200 in time fails the test at once."""
+    outcome = revoke_over_http(host, key.prefix, timeout=REVOKE_TIMEOUT)
+    if outcome.status != 200:
+        raise AssertionError(f"revoking on {host.name} answered {outcome}")
+    return outcome
+
+
+def describe_revoke(outcome: RevokeOutcome) -> str:
+    finality = (outcome.body or {}).get("finality") or {}
+    return (
+        f"revoke {outcome.status} in {outcome.latency:.3f}s, "
+        f"final by {finality.get('how')!r} ({finality.get('acknowledged')}/"
+        f"{finality.get('expected')})"
+    )
+
+
+@dataclass
+class CacheUse:
+    """Evidence that the cache answers again after the failover, without a restart."""
+
+    growth: Mapping[str, Mapping[str, float]]  # per host: counter_growth of its /metrics
+    keyspace_hits: int  # on the node that took over, since before it did
+    entries: int  # under the deployment's prefix, on that node
+    subscribers: int | None  # tiered: invalidation listeners subscribed on it
+    expected_subscribers: int  # tiered: one per worker of every host
+    not_tombstones: list[str]  # victims whose shared entry there is not a tombstone
+
+
+def report_and_judge(
+    tag: str,
+    backend: str,
+    samples: Sequence[Sample],
+    valid_labels: Sequence[str],
+    revoked: Mapping[str, tuple[str, RevokeOutcome]],
+    workers: Mapping[str, set[str]],
+    cache: CacheUse,
+) -> list[str]:
+    """Print the three figures, one line each, and return what breaks the promises.
+
+    ``revoked`` maps each victim's label to (when it was revoked, in words; the outcome).
+    """
+    window = longest_failure_window(samples, valid_labels)
+    valid_samples = [s for s in samples if s.label in valid_labels]
+    failures = failed(samples, valid_labels)
+    print(
+        f"{tag} failed valid requests: {len(failures)} of {len(valid_samples)} "
+        f"({outcome_counts(failures)}); longest failure window {window.seconds:.3f}s "
+        f"on host {window.host} ({window.failed} requests; bound {FAILURE_WINDOW_BOUND:.1f}s)"
+    )
+    problems: list[str] = []
+    if any(s.status == 401 for s in valid_samples):
+        problems.append("a valid key was refused with 401")
+    if window.seconds > FAILURE_WINDOW_BOUND:
+        problems.append(
+            f"valid requests failed for {window.seconds:.3f}s on host {window.host} "
+            f"(> {FAILURE_WINDOW_BOUND}s)"
+        )
+    wanted = {(host, worker) for host, each in workers.items() for worker in each}
+    for label, (when, outcome) in revoked.items():
+        since = outcome.returned_at
+        admitted = admitted_after(samples, label, since)
+        asked = sent_after(samples, label, since)
+        print(
+            f"{tag} revoked {when} ({label}): {len(admitted)} admitted of {len(asked)} "
+            f"requests sent after the revoke returned ({outcome_counts(asked)}); "
+            f"{describe_revoke(outcome)}"
+        )
+        if admitted:
+            problems.append(
+                f"{len(admitted)} requests with victim {label} were admitted after its revoke "
+                f"returned, the first {admitted[0].sent_at - since:.3f}s after, by "
+                f"{sorted({(s.host, s.worker) for s in admitted})}"
+            )
+        silent = wanted - workers_answering(samples, label, since)
+        if silent:
+            problems.append(f"workers that never answered {label} after its revoke: {silent}")
+    print(
+        f"{tag} cache hits after the failover: "
+        + "; ".join(
+            f"host {name} +{g['hits_process']:.0f} process +{g['hits_shared']:.0f} shared "
+            f"(+{g['repository_lookups']:.0f} database lookups)"
+            for name, g in cache.growth.items()
+        )
+        + f"; new primary keyspace_hits +{cache.keyspace_hits}, {cache.entries} entries under "
+        "the prefix"
+        + (
+            f", {cache.subscribers} invalidation subscribers"
+            if cache.subscribers is not None
+            else ""
+        )
+        + f"; victims without a tombstone there: {len(cache.not_tombstones)} of {len(revoked)}"
+    )
+    for name, g in cache.growth.items():
+        if g["hits_process"] + g["hits_shared"] <= 0:
+            problems.append(f"host {name} had no cache hit after the failover")
+        if backend == "tiered" and g["hits_process"] <= 0:
+            problems.append(f"host {name}'s local tier was not trusted again")
+    if cache.keyspace_hits <= 0 or cache.entries <= 0:
+        problems.append("the new primary was not used as the cache")
+    if cache.subscribers is not None and cache.subscribers < cache.expected_subscribers:
+        problems.append(
+            f"{cache.subscribers} of {cache.expected_subscribers} invalidation listeners "
+            "subscribed on the new primary"
+        )
+    if cache.not_tombstones:
+        problems.append(f"no tombstone on the new primary for {cache.not_tombstones}")
+    return problems
