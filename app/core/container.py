@@ -136,6 +136,14 @@ class Container(containers.DeclarativeContainer):
         timeout_seconds=config.DATABASE_TIMEOUT_SECONDS,
     )
 
+    # Replicated topologies can lose an acknowledged write in a failover (see ApiKeyService).
+    shared_writes_can_be_lost = providers.Selector(
+        config.REDIS_TOPOLOGY,
+        single=providers.Object(False),
+        sentinel=providers.Object(True),
+        cluster=providers.Object(True),
+    )
+
     apikey_service = providers.Singleton(
         ApiKeyService,
         cache=apikey_cache,
@@ -150,6 +158,7 @@ class Container(containers.DeclarativeContainer):
         lease_seconds=config.APIKEY_LEASE_SECONDS,
         finality_timeout_seconds=config.APIKEY_REVOCATION_TIMEOUT_SECONDS,
         records=apikey_records,
+        shared_writes_can_be_lost=shared_writes_can_be_lost,
     )
 
 

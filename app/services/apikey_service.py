@@ -172,15 +172,26 @@ class ApiKeyService:
         lease_seconds: float = 10.0,
         finality_timeout_seconds: float = 15.0,
         records: SignedRecordCache | None = None,
+        shared_writes_can_be_lost: bool = False,
     ) -> None:
         """Without ``event_log`` the service is alone (unit tests, tools): nobody else can
-        revoke behind its back, so its local copies need no lease."""
+        revoke behind its back, so its local copies need no lease.
+
+        ``shared_writes_can_be_lost``: the shared cache is replicated (Sentinel, Cluster), so a
+        failover can drop a tombstone the primary acknowledged — replication is asynchronous,
+        and a primary that Sentinel replaced keeps taking writes from clients still connected
+        to it until it is reconfigured, then discards them. There, revoke does not rely on the
+        tombstone: it waits until every live member has applied the event from the log (each
+        then refuses the key whatever Redis hands it), or its lease lapsed. An acknowledgement
+        over the invalidation channel is not enough there: it says the member dropped its own
+        copy, not that it will refuse the stale value it may read next."""
         self._cache = cache
         self._peek = cache.peek if isinstance(cache, ProcessLocalPeek) else None
         self._holds_local_copies = self._peek is not None
         self._evict_local = cache.evict_local if isinstance(cache, LocalCopies) else None
         self._read_shared = cache.read_shared if isinstance(cache, SharedReader) else None
         self._has_shared_tier = isinstance(cache, SharedTombstones)
+        self._shared_writes_can_be_lost = shared_writes_can_be_lost
         self._event_log = event_log
         self._lease_seconds = lease_seconds
         self._finality_timeout = finality_timeout_seconds
@@ -794,12 +805,15 @@ class ApiKeyService:
                 how="this process only (no event log)",
                 shared_done=shared_written or not self._has_shared_tier,
             )
+        lossy = self._has_shared_tier and self._shared_writes_can_be_lost
         return await await_finality(
             self._event_log,
             event.id,
-            needs=FinalityNeeds(shared=self._has_shared_tier, local=self._holds_local_copies),
+            needs=FinalityNeeds(
+                shared=self._has_shared_tier, local=self._holds_local_copies or lossy
+            ),
             shared_done_by_us=shared_written,
-            acknowledged_by=report.acknowledged_by,
+            acknowledged_by=frozenset() if lossy else report.acknowledged_by,
             own_member_id=None if self._follower is None else self._follower.member_id,
             committed_at=committed_at,
             lease_seconds=self._lease_seconds,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol
 
 import fakeredis
 import pytest
@@ -33,18 +34,22 @@ from tests.services.tiered_support import build_tiered, ready
 POLL = 0.05
 LEASE = 0.6
 
-Process = Callable[[], Awaitable[ApiKeyService]]
+
+class Process(Protocol):
+    def __call__(self, *, replicated: bool = False) -> Awaitable[ApiKeyService]: ...
 
 
 @pytest.fixture(params=["redis", "tiered"])
 async def process(
     request: pytest.FixtureRequest, fake_server: fakeredis.FakeServer, key_prefix: str
 ) -> AsyncIterator[Process]:
-    """Start serving processes on one shared repository and one Redis; all closed at the end."""
+    """Start serving processes on one shared repository (and event log) and one Redis; all
+    closed at the end. ``replicated``: as the container builds it for Sentinel and Cluster."""
     keys = InMemoryApiKeyRepository()
+    log = InMemoryEventLog(keys)
     started: list[ApiKeyService] = []
 
-    async def start() -> ApiKeyService:
+    async def start(*, replicated: bool = False) -> ApiKeyService:
         client: Redis = fakeredis.FakeAsyncRedis(server=fake_server)
         cache: CoherentCacheBackend
         if request.param == "tiered":
@@ -55,11 +60,12 @@ async def process(
         service = ApiKeyService(
             cache,
             keys,
-            event_log=InMemoryEventLog(keys),
+            event_log=log,
             poll_interval_seconds=POLL,
             lease_seconds=LEASE,
             finality_timeout_seconds=5,
             records=cache_factories.signed_records_beside(cache, secret=TEST_HMAC_SECRET),
+            shared_writes_can_be_lost=replicated,
         )
         await service.start()
         started.append(service)
@@ -110,6 +116,40 @@ async def test_a_lost_tombstone_is_refused_and_written_again(
     later = await process()
     with pytest.raises(InvalidApiKey):
         await later.authenticate(created.plaintext)
+    await redis.aclose()
+
+
+@pytest.mark.parametrize("replicated", [True, False])
+async def test_on_a_replicated_topology_revoke_also_waits_for_every_member(
+    process: Process, fake_server: fakeredis.FakeServer, key_prefix: str, replicated: bool
+) -> None:
+    """Where Redis may lose the tombstone after acknowledging it, revoke returns only once the
+    other process has applied the revocation from the log (an acknowledgement over the
+    invalidation channel only says it dropped its L1), so it refuses the key whatever Redis
+    says."""
+    redis = fakeredis.FakeAsyncRedis(server=fake_server)
+    revoker = await process(replicated=replicated)
+    other = await process(replicated=replicated)
+    created = await revoker.create("victim", ["read"])
+    await other.authenticate(created.plaintext)
+    before_revoke = await snapshot(redis, key_prefix)
+
+    result = await revoker.revoke(created.record.prefix)
+
+    if not replicated:
+        if not isinstance(revoker.cache, TieredApiKeyCacheBackend):
+            assert result.finality.how == "shared tombstone"
+        await redis.aclose()
+        return
+    assert result.finality.how == "acknowledged by every live member"
+    assert (result.finality.acknowledged, result.finality.expected) == (1, 1)
+    for key, (value, pttl) in before_revoke.items():  # lost in a failover, just after
+        await redis.set(key, value, px=pttl)
+    if isinstance(other.cache, TieredApiKeyCacheBackend):
+        other.cache.evict_local(None)
+    for _ in range(3):
+        with pytest.raises(InvalidApiKey):
+            await other.authenticate(created.plaintext)
     await redis.aclose()
 
 
