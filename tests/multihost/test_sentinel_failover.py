@@ -9,9 +9,12 @@ connections throughout. Then, in order:
 
 1. ``SENTINEL FAILOVER``; as soon as the replica answers ``role:master`` (the sentinels may
    not have switched yet, and the old primary still thinks it is one), victim ``switch`` is
-   revoked on host A. Then until the old primary has been turned into a replica of the new
-   one (sentinel does that several seconds later; until then it is a second primary some
-   connections may still use).
+   revoked on host A. Sentinel turns the old primary into a replica of the new one only about
+   ten seconds later; until then it is a second primary that pooled connections keep using. A
+   burst of concurrent requests on each host makes the workers open more connections, which go
+   to the new primary, so both take reads and writes; then victim ``split`` is revoked on host
+   B. Then until the old primary has re-joined as a replica (it resynchronises from the new
+   one, discarding what was written to it meanwhile).
 2. The new primary is killed outright (SIGKILL); while nothing answers as primary, victim
    ``outage`` is revoked on host B.
 3. Once the sentinels have promoted the remaining node, victim ``after`` is revoked on host A,
@@ -33,6 +36,7 @@ backend).
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,16 +48,19 @@ from app.services.redis_cache_backend import decode_value
 from tests.support.databases import temporary_postgres_database
 from tests.support.failover import (
     CacheUse,
+    DirectHost,
     counter_growth,
     direct_hosts,
     report_and_judge,
     revoke,
 )
 from tests.support.multihost import (
+    Key,
     LoadGenerator,
     RevokeOutcome,
     create_key_over_http,
     create_key_with_cli,
+    one_request,
 )
 from tests.support.redis_sentinel import SentinelSet
 
@@ -63,7 +70,10 @@ WARM_UP_SECONDS = 1.0
 PROBE_SECONDS = 3.0  # load after the last revoke, and until every worker answered each victim
 COVERAGE_DEADLINE = 15.0
 VALID_LABELS = ("valid-1", "valid-2", "valid-3")
-VICTIMS = ("switch", "outage", "after")
+VICTIMS = ("switch", "split", "outage", "after")
+BURST_REQUESTS = 24  # per host
+BURST_CONCURRENCY = 16
+SPLIT_LOAD_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,19 @@ def sentinel_set() -> Iterator[SentinelSet]:
         yield redis
     finally:
         redis.close()
+
+
+def burst(targets: list[tuple[DirectHost, Key]]) -> None:
+    """Many requests at once on every host (each worker then needs more Redis connections)."""
+
+    def one(target: tuple[DirectHost, Key]) -> int | None:
+        host, key = target
+        status, _worker, _error = one_request(host.port, key.key, timeout=5.0)
+        return status
+
+    with concurrent.futures.ThreadPoolExecutor(BURST_CONCURRENCY) as pool:
+        statuses = list(pool.map(one, targets * BURST_REQUESTS))
+    assert set(statuses) == {200}, f"a valid key got {sorted(set(statuses), key=str)} in the burst"
 
 
 @pytest.mark.parametrize("backend", ["tiered", "redis"])
@@ -131,6 +154,16 @@ def test_sentinel_failover_under_traffic(
             first_new = redis.wait_for_new_primary(old_primary)
             switched_at = time.monotonic()
             assert first_new == candidate
+            # A burst of concurrent requests makes the workers open connections, which go to
+            # the new primary, while the pooled ones still reach the old: both now take reads
+            # and writes. Revoke then.
+            hits_before = {p: redis.keyspace_hits(p) for p in (old_primary, first_new)}
+            burst([(a, valid["valid-1"]), (b, valid["valid-2"])])
+            load.run_until(time.monotonic(), SPLIT_LOAD_SECONDS, {}, VALID_LABELS[0])
+            split_hits = {p: redis.keyspace_hits(p) - hits_before[p] for p in hits_before}
+            split_revoked_at = time.monotonic()
+            revoked["split"] = revoke(b, victims["split"])
+            assert redis.role_of(old_primary) == "master", "the split ended before the revoke"
             redis.wait_demoted(old_primary)
             demoted_at = time.monotonic()
             redis.wait_replica_of(first_new, old_primary)
@@ -179,7 +212,10 @@ def test_sentinel_failover_under_traffic(
     print(
         f"\n{tag} timeline: promoted +{promoted_at - failover_sent:.2f}s after SENTINEL "
         f"FAILOVER, sentinels switched +{switched_at - failover_sent:.2f}s, old primary still "
-        f"acting as primary until +{demoted_at - failover_sent:.2f}s, re-joined as replica "
+        f"acting as primary until +{demoted_at - failover_sent:.2f}s (keyspace hits in between "
+        f"after a burst: old {split_hits[old_primary]}, new {split_hits[first_new]}; victim "
+        f"split revoked at +{split_revoked_at - failover_sent:.2f}s), "
+        f"re-joined as replica "
         f"+{rejoined_at - failover_sent:.2f}s; killed primary replaced after "
         f"{replaced_at - killed_at:.2f}s"
     )
@@ -200,6 +236,7 @@ def test_sentinel_failover_under_traffic(
         VALID_LABELS,
         {
             "switch": ("during the forced failover", revoked["switch"]),
+            "split": ("while two nodes acted as primary", revoked["split"]),
             "outage": ("during the failover of the killed primary", revoked["outage"]),
             "after": ("after the failovers", revoked["after"]),
         },

@@ -29,7 +29,6 @@ from tests.support.live_server import LiveServer
 from tests.support.multihost import (
     CACHE_TTL_SECONDS,
     LEASE_SECONDS,
-    POLL_MS,
     WORKERS_PER_HOST,
     Key,
     RevokeOutcome,
@@ -42,6 +41,8 @@ from tests.support.multihost import (
     sent_after,
     workers_answering,
 )
+
+POLL_MS = 1_000
 
 
 class DirectHost:
@@ -67,6 +68,8 @@ class DirectHost:
             "APIKEY_CACHE_TTL_SECONDS": str(CACHE_TTL_SECONDS),
             "APIKEY_CACHE_L1_TTL_SECONDS": str(CACHE_TTL_SECONDS),
             "APIKEY_LEASE_SECONDS": str(LEASE_SECONDS),
+            # The default poll: a process that has not applied a revocation yet may act on
+            # what Redis says for up to this long, so that is the window a lost tombstone opens.
             "APIKEY_REVOCATION_POLL_MS": str(POLL_MS),
             **redis_env,
         }

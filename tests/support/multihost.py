@@ -389,7 +389,7 @@ class Sample:
     error: str | None = None
 
 
-def _one_request(port: int, api_key: str, timeout: float) -> tuple[int | None, str | None, str]:
+def one_request(port: int, api_key: str, timeout: float) -> tuple[int | None, str | None, str]:
     """GET /v1/me on a connection of its own, so the kernel may hand it to any worker."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
@@ -462,7 +462,7 @@ class LoadGenerator:
             label = labels[turn % len(labels)]
             turn += 1
             sent_at = time.monotonic()
-            status, worker, error = _one_request(host.port, self.keys[label], self.request_timeout)
+            status, worker, error = one_request(host.port, self.keys[label], self.request_timeout)
             sample = Sample(
                 label, host.name, sent_at, time.monotonic(), worker, status, error or None
             )

@@ -483,6 +483,9 @@ class SentinelSet:
             info: dict[str, Any] = client.info(section)
             return info
 
+    def keyspace_hits(self, port: int) -> int:
+        return int(self.info(port, "stats")["keyspace_hits"])
+
     def count_keys(self, port: int, match: str) -> int:
         """How many keys match ``match`` on the node (bounded ``SCAN`` steps)."""
         with self.nodes[port].client() as client:
