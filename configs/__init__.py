@@ -16,7 +16,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from configs.config_file import masked_url, unknown_setting_in
-from configs.redis_addresses import parse_host_ports
+from configs.redis_addresses import parse_host_ports, prefix_keeps_pairs_on_one_slot
 
 CONFIG_ENV_VAR = "GAME_API_CONFIG"
 CONFIG_DIR = Path(__file__).resolve().parent
@@ -173,6 +173,13 @@ class Settings(BaseSettings):
                 )
         if topology == "cluster" and self.REDIS_DB != 0:
             raise ValueError("REDIS_DB must be 0 with REDIS_TOPOLOGY=cluster (a cluster has db 0)")
+        if topology == "cluster" and not prefix_keeps_pairs_on_one_slot(
+            self.APIKEY_CACHE_REDIS_KEY_PREFIX
+        ):
+            raise ValueError(
+                "APIKEY_CACHE_REDIS_KEY_PREFIX must not hold an unmatched '{' or '}' with "
+                "REDIS_TOPOLOGY=cluster (a key's value and record must share a slot)"
+            )
         if self.REDIS_TLS_CA_FILE is not None and not self.REDIS_TLS:
             raise ValueError("REDIS_TLS_CA_FILE is set but REDIS_TLS is false")
         return self

@@ -36,3 +36,21 @@ def parse_host_ports(text: str) -> list[HostPort]:
     if not addresses:
         raise ValueError("no host:port given")
     return addresses
+
+
+def hash_tag(key: str) -> str:
+    """The part of ``key`` a Redis Cluster hashes: the first non-empty ``{...}``, else all."""
+    start = key.find("{")
+    if start != -1:
+        end = key.find("}", start + 1)
+        if end > start + 1:
+            return key[start + 1 : end]
+    return key
+
+
+def prefix_keeps_pairs_on_one_slot(prefix: str) -> bool:
+    """Whether a key's value (``<prefix><digest>``) and its record
+    (``<prefix>rec:{<prefix><digest>}``) hash alike on a cluster, as the record store needs.
+    The answer depends on the prefix alone (a digest is hex: no braces)."""
+    value = prefix + "0" * 64
+    return hash_tag(value) == hash_tag(f"{prefix}rec:{{{value}}}")

@@ -35,7 +35,9 @@ them), so one session on the primary that owns that slot serves both. After a fa
 migration that session fails (an error, a watchdog timeout, or the server's ``sunsubscribe``);
 the next one re-reads the slot map and subscribes on the new owner, and its confirmation flushes
 the L1 before it is trusted, as above. On Sentinel the session's connection comes from the
-sentinel-managed pool, so a reconnect asks the sentinels for the current primary.
+sentinel-managed pool, so a reconnect asks the sentinels for the current primary; and since a
+failover demotes the old primary without closing its connections, the listener also asks the
+sentinels once a watchdog interval whether its server is still the primary, and moves if not.
 
 Acknowledgements are counted against the PUBLISH/SPUBLISH receiver count only to know how long
 to wait and what to report; whether a revocation is final is decided from the members registry
@@ -56,6 +58,7 @@ from typing import Any
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.sentinel import SentinelConnectionPool
 
 from app.clients.redis_client import RedisClient
 from app.clients.redis_topologies import shard_channel_pubsub
@@ -73,6 +76,10 @@ Publish = Callable[[str, bytes | str], Awaitable[int]]
 
 class ListenerStalled(Exception):
     """No frame, not even a PONG, arrived in time: the connection is presumed dead."""
+
+
+class PrimaryMoved(Exception):
+    """Sentinel failed over: this session's server is no longer the primary."""
 
 
 class SubscriptionMoved(Exception):
@@ -178,6 +185,8 @@ class InvalidationListener:
             raise ValueError("watchdog_interval_seconds must be positive")
         self._client = client
         self._sharded = isinstance(client, RedisCluster)
+        pool = getattr(client, "connection_pool", None)
+        self._sentinel_pool = pool if isinstance(pool, SentinelConnectionPool) else None
         self._refresh_slots = False
         self._channel = channel
         self._publish = publish
@@ -343,6 +352,7 @@ class InvalidationListener:
         loop = asyncio.get_running_loop()
         last_frame_at = loop.time()
         ping_sent_at: float | None = None
+        primary_check_at = last_frame_at + self._watchdog_interval
         while True:
             now = loop.time()
             if ping_sent_at is None:
@@ -355,12 +365,41 @@ class InvalidationListener:
                 wait = ping_sent_at + self._watchdog_interval - now
                 if wait <= 0:
                     raise ListenerStalled(f"no frame for {2 * self._watchdog_interval:.1f}s")
+            if self._sentinel_pool is not None:
+                if now >= primary_check_at:
+                    await self._check_primary(pubsub)
+                    primary_check_at = loop.time() + self._watchdog_interval
+                    continue
+                wait = min(wait, primary_check_at - now)
             frame = await pubsub.get_message(timeout=wait)
             if frame is None:
                 continue
             last_frame_at = loop.time()
             ping_sent_at = None
             await self._dispatch(frame)
+
+    async def _check_primary(self, pubsub: PubSub) -> None:
+        """Sentinel: raise ``PrimaryMoved`` when the sentinels name another primary than the
+        one this session is connected to.
+
+        A failover demotes the old primary to a replica without closing its connections, and a
+        replica accepts subscriptions: the session would stay there, healthy to the watchdog,
+        and hear only what replication still brings it. Asking the sentinels (once a watchdog
+        interval) moves it to the new primary. When no sentinel answers, the session is kept:
+        its own watchdog still vouches for the connection.
+        """
+        pool = self._sentinel_pool
+        connection = pubsub.connection
+        if pool is None or connection is None:
+            return
+        try:
+            async with asyncio.timeout(self._watchdog_interval):
+                host, port = await pool.get_master_address()
+        except Exception:  # no sentinel answered in time: nothing learned
+            return
+        current = (getattr(connection, "host", None), getattr(connection, "port", None))
+        if (str(host), int(port)) != (str(current[0]), int(current[1] or 0)):
+            raise PrimaryMoved(f"the sentinels name another primary ({host}:{port})")
 
     async def _dispatch(self, frame: dict[str, Any]) -> None:
         kind = _text(frame.get("type"))

@@ -108,3 +108,20 @@ def test_the_container_receives_parsed_addresses(monkeypatch: pytest.MonkeyPatch
     values = load_settings().cache_settings()
     assert values["REDIS_SENTINELS_PARSED"] == [("127.0.0.1", 26379), ("::1", 26380)]
     assert values["REDIS_CLUSTER_NODES_PARSED"] is None
+
+
+@pytest.mark.parametrize(
+    ("prefix", "accepted"),
+    [("game:apikey:", True), ("{game}:apikey:", True), ("game}:apikey:", False), ("g{a:", False)],
+)
+def test_a_cluster_refuses_a_prefix_that_splits_value_and_record(
+    monkeypatch: pytest.MonkeyPatch, prefix: str, accepted: bool
+) -> None:
+    monkeypatch.setenv("REDIS_TOPOLOGY", "cluster")
+    monkeypatch.setenv("REDIS_CLUSTER_NODES", "127.0.0.1:7000")
+    monkeypatch.setenv("APIKEY_CACHE_REDIS_KEY_PREFIX", prefix)
+    if accepted:
+        assert prefix == load_settings().APIKEY_CACHE_REDIS_KEY_PREFIX
+    else:
+        with pytest.raises(ConfigError, match="unmatched"):
+            load_settings()

@@ -136,16 +136,25 @@ class RedisClusterProcesses:
         self.wait_until_ok(deadline - time.monotonic())
 
     def wait_until_ok(self, timeout: float = 30.0) -> None:
-        """Until every live node says ``cluster_state:ok`` and agrees on the primaries."""
+        """Until every live node says ``cluster_state:ok``, the primaries are all there, and
+        every replica's link to its primary is up (a replica that never synced refuses to take
+        over: its data is "too old")."""
         deadline = time.monotonic() + timeout
         while True:
             states = [_cli(port, "CLUSTER", "INFO") for port in self.live_ports()]
             if states and all("cluster_state:ok" in state for state in states):
                 expected = len(self.ports) // (1 + self.replicas_per_primary)
-                if len(self.primaries()) == expected:
+                if len(self.primaries()) == expected and self._replicas_in_sync():
                     return
             self._check_alive(deadline)
             time.sleep(0.05)
+
+    def _replicas_in_sync(self) -> bool:
+        for port in self.live_ports():
+            info = _cli(port, "INFO", "replication")
+            if "role:slave" in info and "master_link_status:up" not in info:
+                return False
+        return True
 
     def _check_alive(self, deadline: float) -> None:
         if time.monotonic() > deadline:
