@@ -250,10 +250,12 @@ def report_and_judge(
     window = longest_failure_window(samples, valid_labels)
     valid_samples = [s for s in samples if s.label in valid_labels]
     failures = failed(samples, valid_labels)
+    slowest = max((s.answered_at - s.sent_at for s in valid_samples), default=0.0)
     print(
         f"{tag} failed valid requests: {len(failures)} of {len(valid_samples)} "
         f"({outcome_counts(failures)}); longest failure window {window.seconds:.3f}s "
-        f"on host {window.host} ({window.failed} requests; bound {FAILURE_WINDOW_BOUND:.1f}s)"
+        f"on host {window.host} ({window.failed} requests; bound {FAILURE_WINDOW_BOUND:.1f}s); "
+        f"slowest valid answer {slowest:.3f}s"
     )
     problems: list[str] = []
     if any(s.status == 401 for s in valid_samples):
