@@ -15,13 +15,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import chart, hit_cost, miss_storm, report, revocation, scale, telemetry_cost, throughput
+from bench import (
+    chart,
+    cluster,
+    hit_cost,
+    miss_storm,
+    report,
+    revocation,
+    scale,
+    telemetry_cost,
+    throughput,
+)
 from bench.machine import describe_machine
 from bench.results import SectionResult, skipped
 from tests.support.redis_server import RedisServerProcess
 
 BENCH_DIR = Path(__file__).resolve().parent
-PARTS = ("hit_cost", "throughput", "telemetry", "revocation", "miss_storm", "scale")
+PARTS = ("hit_cost", "throughput", "telemetry", "revocation", "miss_storm", "scale", "cluster")
 CHART_NAME = "throughput.png"
 
 
@@ -52,6 +62,10 @@ def _part(name: str, redis_url: str, plan: Plan) -> Callable[[], SectionResult]:
         "revocation": lambda: revocation.run(plan.revocation_trials, plan.partitioned_trials),
         "miss_storm": lambda: asyncio.run(miss_storm.run(redis_url, plan.storm_concurrency)),
         "scale": lambda: asyncio.run(scale.run(plan.scale_keys, plan.scale_calls)),
+        # Half the rounds of part 2: it loads two servers per backend, and the run stays short.
+        "cluster": lambda: asyncio.run(
+            cluster.run(redis_url, plan.hit_calls, plan.load_seconds, max(1, plan.load_rounds // 2))
+        ),
     }
     return runners[name]
 

@@ -16,11 +16,21 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from configs.config_file import masked_url, unknown_setting_in
+from configs.redis_addresses import parse_host_ports, prefix_keeps_pairs_on_one_slot
 
 CONFIG_ENV_VAR = "GAME_API_CONFIG"
 CONFIG_DIR = Path(__file__).resolve().parent
 
 CacheBackendName = Literal["memory", "redis", "tiered"]
+RedisTopology = Literal["single", "sentinel", "cluster"]
+# The setting that gives each topology its address: without it, Redis is not configured.
+TOPOLOGY_ADDRESS_SETTING = {
+    "single": "REDIS_URL",
+    "sentinel": "REDIS_SENTINELS",
+    "cluster": "REDIS_CLUSTER_NODES",
+}
+# Settings of the sentinel and cluster data nodes; with ``single`` the URL carries them.
+DATA_NODE_SETTINGS = ("REDIS_USERNAME", "REDIS_PASSWORD", "REDIS_TLS_CA_FILE", "REDIS_DB")
 MIN_HMAC_SECRET_BYTES = 16
 
 # The async drivers the service is built on; a URL without one fails only when first used.
@@ -39,7 +49,21 @@ class Settings(BaseSettings):
     )
 
     APIKEY_CACHE_BACKEND: CacheBackendName = "memory"
+    # Which Redis deployment the cache runs on (see "Redis topologies" in the README): one
+    # server by URL, a Sentinel-managed primary (followed across failovers), or a Cluster.
+    REDIS_TOPOLOGY: RedisTopology = "single"
     REDIS_URL: SecretStr | None = None
+    REDIS_SENTINELS: str | None = None
+    REDIS_SENTINEL_SERVICE: str = Field(default="mymaster", min_length=1)
+    REDIS_SENTINEL_USERNAME: str | None = None
+    REDIS_SENTINEL_PASSWORD: SecretStr | None = None
+    REDIS_CLUSTER_NODES: str | None = None
+    # The data nodes of a sentinel or cluster topology (``single`` puts these in REDIS_URL).
+    REDIS_USERNAME: str | None = None
+    REDIS_PASSWORD: SecretStr | None = None
+    REDIS_TLS: bool = False
+    REDIS_TLS_CA_FILE: str | None = None
+    REDIS_DB: int = Field(default=0, ge=0, le=1_000)
     APIKEY_CACHE_REDIS_KEY_PREFIX: str = Field(default="game:apikey:", min_length=1)
     # Signs the key records the service keeps in Redis (HMAC-SHA256): Redis is a cache, never an
     # authority. Required with a Redis-backed cache; the previous secrets (comma-separated) are
@@ -90,7 +114,17 @@ class Settings(BaseSettings):
     # compares the redis backend with. Off in real deployments.
     BENCH_ROUTES: bool = False
 
-    @field_validator("REDIS_URL", mode="before")
+    @field_validator(
+        "REDIS_URL",
+        "REDIS_SENTINELS",
+        "REDIS_CLUSTER_NODES",
+        "REDIS_SENTINEL_USERNAME",
+        "REDIS_SENTINEL_PASSWORD",
+        "REDIS_USERNAME",
+        "REDIS_PASSWORD",
+        "REDIS_TLS_CA_FILE",
+        mode="before",
+    )
     @classmethod
     def _empty_url_is_none(cls, value: Any) -> Any:
         """An empty ``REDIS_URL=`` in a file means "not configured", not an invalid URL."""
@@ -106,6 +140,53 @@ class Settings(BaseSettings):
         ):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
+
+    @field_validator("REDIS_SENTINELS", "REDIS_CLUSTER_NODES")
+    @classmethod
+    def _host_port_list(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_host_ports(value)
+        return value
+
+    @field_validator("REDIS_TLS_CA_FILE")
+    @classmethod
+    def _ca_file_exists(cls, value: str | None) -> str | None:
+        """A missing CA file would otherwise surface as a TLS error on the first request."""
+        if value is not None and not Path(value).is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _topology_is_complete(self) -> Settings:
+        """The chosen topology has its address, and nothing is set that it would ignore."""
+        topology = self.REDIS_TOPOLOGY
+        address = TOPOLOGY_ADDRESS_SETTING[topology]
+        if topology != "single" and getattr(self, address) is None:
+            raise ValueError(f"REDIS_TOPOLOGY={topology} needs {address}")
+        if topology == "single":
+            stray = [name for name in DATA_NODE_SETTINGS if getattr(self, name) not in (None, 0)]
+            stray += ["REDIS_TLS"] if self.REDIS_TLS else []
+            if stray:
+                raise ValueError(
+                    f"{', '.join(stray)} apply to REDIS_TOPOLOGY=sentinel or cluster; with "
+                    "single, put them in REDIS_URL (rediss://, user:password@, /db)"
+                )
+        if topology == "cluster" and self.REDIS_DB != 0:
+            raise ValueError("REDIS_DB must be 0 with REDIS_TOPOLOGY=cluster (a cluster has db 0)")
+        if topology == "cluster" and not prefix_keeps_pairs_on_one_slot(
+            self.APIKEY_CACHE_REDIS_KEY_PREFIX
+        ):
+            raise ValueError(
+                "APIKEY_CACHE_REDIS_KEY_PREFIX must not hold an unmatched '{' or '}' with "
+                "REDIS_TOPOLOGY=cluster (a key's value and record must share a slot)"
+            )
+        if self.REDIS_TLS_CA_FILE is not None and not self.REDIS_TLS:
+            raise ValueError("REDIS_TLS_CA_FILE is set but REDIS_TLS is false")
+        return self
+
+    def redis_is_configured(self) -> bool:
+        """The chosen topology has its address setting (else the cache falls back to memory)."""
+        return getattr(self, TOPOLOGY_ADDRESS_SETTING[self.REDIS_TOPOLOGY]) is not None
 
     @model_validator(mode="after")
     def _lease_outlasts_a_poll(self) -> Settings:
@@ -162,7 +243,7 @@ class Settings(BaseSettings):
         """Refuse to start a Redis-backed cache that would trust whatever Redis says."""
         if (
             self.APIKEY_CACHE_BACKEND in ("redis", "tiered")
-            and self.REDIS_URL is not None
+            and self.redis_is_configured()
             and self.APIKEY_CACHE_HMAC_SECRET is None
         ):
             raise ValueError(
@@ -178,6 +259,10 @@ class Settings(BaseSettings):
             if isinstance(value, SecretStr):
                 values[name] = value.get_secret_value()
         values["APIKEY_REVOCATION_POLL_SECONDS"] = self.APIKEY_REVOCATION_POLL_MS / 1000.0
+        # Parsed here, once: the client builders take (host, port) pairs.
+        for name in ("REDIS_SENTINELS", "REDIS_CLUSTER_NODES"):
+            text = values[name]
+            values[f"{name}_PARSED"] = parse_host_ports(text) if text is not None else None
         return values
 
 

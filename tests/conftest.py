@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlparse
@@ -16,8 +17,12 @@ from urllib.parse import urlparse
 import fakeredis
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
+from app.clients.redis_topologies import build_cluster_client
+from app.services.redis_cache_backend import RedisApiKeyCacheBackend
 from tests.support.containers import containers
+from tests.support.redis_cluster import RedisClusterProcesses
 from tests.support.redis_server import RedisServerProcess
 
 __all__ = ["containers"]  # a fixture shared by the container tests
@@ -26,6 +31,19 @@ IN_CI = bool(os.environ.get("CI"))
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_TEST_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 TEST_HMAC_SECRET = "test-suite-record-signing-secret"
+REDIS_TOPOLOGY_SETTINGS = (
+    "REDIS_TOPOLOGY",
+    "REDIS_SENTINELS",
+    "REDIS_SENTINEL_SERVICE",
+    "REDIS_SENTINEL_USERNAME",
+    "REDIS_SENTINEL_PASSWORD",
+    "REDIS_CLUSTER_NODES",
+    "REDIS_USERNAME",
+    "REDIS_PASSWORD",
+    "REDIS_TLS",
+    "REDIS_TLS_CA_FILE",
+    "REDIS_DB",
+)
 
 
 def unavailable(reason: str) -> None:
@@ -50,6 +68,8 @@ def _tcp_answers(url: str, default_port: int) -> bool:
 def _isolated_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test inherits the developer's config file or cache settings."""
     for name in ("GAME_API_CONFIG", "APIKEY_CACHE_BACKEND", "REDIS_URL", "DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for name in REDIS_TOPOLOGY_SETTINGS:
         monkeypatch.delenv(name, raising=False)
     # A Redis-backed cache needs a record-signing secret; the tests' own, as a deployment's.
     monkeypatch.delenv("APIKEY_CACHE_HMAC_PREVIOUS_SECRETS", raising=False)
@@ -136,3 +156,43 @@ def postgres_url() -> str:
     if not _tcp_answers(url.replace("+asyncpg", ""), 5432):
         unavailable(f"PostgreSQL not reachable at {urlparse(url).hostname}")
     return url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterProcesses]:
+    """A private 3-primary, 3-replica Redis Cluster shared by the session's cluster tests.
+
+    Tests that kill nodes must not use this one (the others would see the failover): they
+    start a cluster of their own with ``RedisClusterProcesses``.
+    """
+    try:
+        cluster = RedisClusterProcesses()
+    except RuntimeError as exc:
+        unavailable(f"cannot start a Redis cluster: {exc}")
+        return
+    try:
+        cluster.start()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        cluster.close()
+        unavailable(f"cannot start a Redis cluster: {exc}")
+        return
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+async def real_redis_cluster(
+    redis_cluster: RedisClusterProcesses, key_prefix: str
+) -> AsyncIterator[RedisCluster]:
+    """A cluster client as the service builds it (with test-sized timeouts); the test's keys
+    are removed from every primary afterwards."""
+    client = build_cluster_client(
+        redis_cluster.seed_pairs, socket_timeout_ms=5_000, connect_timeout_ms=5_000
+    )
+    try:
+        yield client
+    finally:
+        await RedisApiKeyCacheBackend(client, key_prefix=key_prefix).clear()
+        await client.aclose()

@@ -22,9 +22,9 @@ from typing import Annotated
 
 from dependency_injector.wiring import Provide, inject
 from fastapi import APIRouter, Depends, HTTPException, Request
-from redis.asyncio import Redis
 
 from app.api.schemas import MeOut
+from app.clients.redis_client import RedisClient
 from app.core.container import Container
 from app.services.apikey_service import AuthenticatedKey
 
@@ -38,13 +38,13 @@ _RAW_GET_TARGET_STATE = "bench_raw_get_target"
 
 @inject
 def _raw_get_target(
-    client: Redis | None = Provide[Container.redis_client],
+    client: RedisClient | None = Provide[Container.redis_client],
     key_prefix: str = Provide[Container.config.APIKEY_CACHE_REDIS_KEY_PREFIX],
-) -> tuple[Redis | None, str]:
+) -> tuple[RedisClient | None, str]:
     return client, key_prefix + RAW_GET_KEY_SUFFIX
 
 
-async def _raw_get_target_on_the_loop() -> tuple[Redis | None, str]:
+async def _raw_get_target_on_the_loop() -> tuple[RedisClient | None, str]:
     """One dependency resolved on the event loop, as the request path resolves its own.
 
     ``Depends(Provide[...])`` would run each marker through the thread pool, making this
@@ -53,16 +53,16 @@ async def _raw_get_target_on_the_loop() -> tuple[Redis | None, str]:
     return _raw_get_target()
 
 
-RawGetTarget = Annotated[tuple[Redis | None, str], Depends(_raw_get_target_on_the_loop)]
+RawGetTarget = Annotated[tuple[RedisClient | None, str], Depends(_raw_get_target_on_the_loop)]
 
 
-def _raw_get_target_of(request: Request) -> tuple[Redis | None, str]:
+def _raw_get_target_of(request: Request) -> tuple[RedisClient | None, str]:
     """The client and key, looked up once per app and kept on its state.
 
     ``/v1/me`` reaches its service without solving a dependency; resolving one here would make
     the yardstick dearer than what it measures.
     """
-    target: tuple[Redis | None, str] | None = getattr(
+    target: tuple[RedisClient | None, str] | None = getattr(
         request.app.state, _RAW_GET_TARGET_STATE, None
     )
     if target is None:

@@ -23,9 +23,9 @@ from typing import Annotated, Any
 from dependency_injector.wiring import Provide, inject
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from redis.asyncio import Redis
 
 from app.api.deps import ApiKeyServiceDep
+from app.clients.redis_client import RedisClient, ping_primaries
 from app.core.container import Container
 from app.core.runtime_info import backend_in_effect
 from app.domain.errors import RepositoryUnavailable
@@ -37,7 +37,7 @@ router = APIRouter(tags=["health"])
 
 READINESS_TIMEOUT_SECONDS = 1.0
 
-RedisClientDep = Annotated[Redis | None, Depends(Provide[Container.redis_client])]
+RedisClientDep = Annotated[RedisClient | None, Depends(Provide[Container.redis_client])]
 BackendNameDep = Annotated[str, Depends(Provide[Container.config.APIKEY_CACHE_BACKEND])]
 MetricsDep = Annotated[CacheMetrics, Depends(Provide[Container.metrics])]
 
@@ -57,12 +57,12 @@ async def _database_status(service: ApiKeyService) -> str:
     return "ok"
 
 
-async def _redis_status(client: Redis | None, backend_name: str) -> str:
+async def _redis_status(client: RedisClient | None, backend_name: str) -> str:
     if backend_name == "memory" or client is None:
         return "not used"
     try:
         async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
-            await client.ping()
+            await ping_primaries(client)
     except Exception:
         return "unavailable"
     return "ok"

@@ -11,6 +11,10 @@ from __future__ import annotations
 from dependency_injector import containers, providers
 
 from app.clients.redis_client import build_optional_redis_client
+from app.clients.redis_topologies import (
+    build_optional_cluster_client,
+    build_optional_sentinel_client,
+)
 from app.db.engine import build_engine, build_session_factory
 from app.repositories.sql import SqlApiKeyRepository, SqlEventLogRepository
 from app.services import cache_factories
@@ -26,12 +30,43 @@ class Container(containers.DeclarativeContainer):
 
     metrics = providers.Singleton(CacheMetrics)
 
-    redis_client = providers.Singleton(
-        build_optional_redis_client,
-        url=config.REDIS_URL,
-        socket_timeout_ms=config.REDIS_SOCKET_TIMEOUT_MS,
-        connect_timeout_ms=config.REDIS_CONNECT_TIMEOUT_MS,
-        max_connections=config.REDIS_MAX_CONNECTIONS,
+    # One client per process, for the topology in ``REDIS_TOPOLOGY`` (``None`` when that
+    # topology has no address: the shared backends then fall back to memory).
+    redis_client = providers.Selector(
+        config.REDIS_TOPOLOGY,
+        single=providers.Singleton(
+            build_optional_redis_client,
+            url=config.REDIS_URL,
+            socket_timeout_ms=config.REDIS_SOCKET_TIMEOUT_MS,
+            connect_timeout_ms=config.REDIS_CONNECT_TIMEOUT_MS,
+            max_connections=config.REDIS_MAX_CONNECTIONS,
+        ),
+        sentinel=providers.Singleton(
+            build_optional_sentinel_client,
+            config.REDIS_SENTINELS_PARSED,
+            service_name=config.REDIS_SENTINEL_SERVICE,
+            username=config.REDIS_USERNAME,
+            password=config.REDIS_PASSWORD,
+            db=config.REDIS_DB,
+            tls=config.REDIS_TLS,
+            tls_ca_file=config.REDIS_TLS_CA_FILE,
+            sentinel_username=config.REDIS_SENTINEL_USERNAME,
+            sentinel_password=config.REDIS_SENTINEL_PASSWORD,
+            socket_timeout_ms=config.REDIS_SOCKET_TIMEOUT_MS,
+            connect_timeout_ms=config.REDIS_CONNECT_TIMEOUT_MS,
+            max_connections=config.REDIS_MAX_CONNECTIONS,
+        ),
+        cluster=providers.Singleton(
+            build_optional_cluster_client,
+            config.REDIS_CLUSTER_NODES_PARSED,
+            username=config.REDIS_USERNAME,
+            password=config.REDIS_PASSWORD,
+            tls=config.REDIS_TLS,
+            tls_ca_file=config.REDIS_TLS_CA_FILE,
+            socket_timeout_ms=config.REDIS_SOCKET_TIMEOUT_MS,
+            connect_timeout_ms=config.REDIS_CONNECT_TIMEOUT_MS,
+            max_connections=config.REDIS_MAX_CONNECTIONS,
+        ),
     )
 
     memory_cache = providers.Singleton(
@@ -101,6 +136,14 @@ class Container(containers.DeclarativeContainer):
         timeout_seconds=config.DATABASE_TIMEOUT_SECONDS,
     )
 
+    # Replicated topologies can lose an acknowledged write in a failover (see ApiKeyService).
+    shared_writes_can_be_lost = providers.Selector(
+        config.REDIS_TOPOLOGY,
+        single=providers.Object(False),
+        sentinel=providers.Object(True),
+        cluster=providers.Object(True),
+    )
+
     apikey_service = providers.Singleton(
         ApiKeyService,
         cache=apikey_cache,
@@ -115,6 +158,7 @@ class Container(containers.DeclarativeContainer):
         lease_seconds=config.APIKEY_LEASE_SECONDS,
         finality_timeout_seconds=config.APIKEY_REVOCATION_TIMEOUT_SECONDS,
         records=apikey_records,
+        shared_writes_can_be_lost=shared_writes_can_be_lost,
     )
 
 

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from redis.asyncio import Redis
-
-from app.clients.redis_client import build_optional_redis_client
+from app.clients.redis_client import RedisClient, build_optional_redis_client
 from app.services.cache_factories import (
     BACKEND_NAMES,
     memory_cache,
@@ -60,10 +58,10 @@ def build_apikey_cache_backend(
         return memory_cache()
     metrics = CacheMetrics()
 
-    def guard(client: Redis) -> CircuitBreakingCacheBackend:
+    def guard(client: RedisClient) -> CircuitBreakingCacheBackend:
         return redis_cache(client, key_prefix=redis_key_prefix, metrics=metrics)
 
-    def shared(client: Redis) -> CoherentCacheBackend:
+    def shared(client: RedisClient) -> CoherentCacheBackend:
         return guard(client) if backend_name == "redis" else tiered_cache_over(client, guard=guard)
 
     return shared_cache_or_memory(

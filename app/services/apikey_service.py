@@ -180,15 +180,26 @@ class ApiKeyService:
         lease_seconds: float = 10.0,
         finality_timeout_seconds: float = 15.0,
         records: SignedRecordCache | None = None,
+        shared_writes_can_be_lost: bool = False,
     ) -> None:
         """Without ``event_log`` the service is alone (unit tests, tools): nobody else can
-        revoke behind its back, so its local copies need no lease."""
+        revoke behind its back, so its local copies need no lease.
+
+        ``shared_writes_can_be_lost``: the shared cache is replicated (Sentinel, Cluster), so a
+        failover can drop a tombstone the primary acknowledged — replication is asynchronous,
+        and a primary that Sentinel replaced keeps taking writes from clients still connected
+        to it until it is reconfigured, then discards them. There, revoke does not rely on the
+        tombstone: it waits until every live member has applied the event from the log (each
+        then refuses the key whatever Redis hands it), or its lease lapsed. An acknowledgement
+        over the invalidation channel is not enough there: it says the member dropped its own
+        copy, not that it will refuse the stale value it may read next."""
         self._cache = cache
         self._local_view = cache.local_view if isinstance(cache, ProcessLocalPeek) else None
         self._holds_local_copies = self._local_view is not None
         self._evict_local = cache.evict_local if isinstance(cache, LocalCopies) else None
         self._read_shared = cache.read_shared if isinstance(cache, SharedReader) else None
         self._has_shared_tier = isinstance(cache, SharedTombstones)
+        self._shared_writes_can_be_lost = shared_writes_can_be_lost
         self._event_log = event_log
         self._lease_seconds = lease_seconds
         self._finality_timeout = finality_timeout_seconds
@@ -196,7 +207,7 @@ class ApiKeyService:
         self._pending_shared: dict[int, KeyEvent] = {}
         # Keys this process learnt were revoked, for as long as a stale "active" value could
         # still sit in the shared cache: such a value is refused (and its tombstone re-written).
-        self._recently_revoked: BoundedTtlMap[str, bool] = BoundedTtlMap(_MAX_PENDING_SHARED)
+        self._recently_revoked: BoundedTtlMap[str, KeyEvent] = BoundedTtlMap(_MAX_PENDING_SHARED)
         self._follower: RevocationFollower | None = None
         if event_log is not None:
             self._follower = RevocationFollower(
@@ -336,7 +347,7 @@ class ApiKeyService:
             await follower.wait_first_poll(_FIRST_POLL_WAIT_SECONDS)
         cached, record = await self._read_cache(prefix, cache_key, load_by_prefix=True)
         if cached is not None and cached.apiKey == prefix:
-            if not cached.active or self._recently_revoked.get(cache_key) is not None:
+            if not cached.active:
                 # A tombstone (or a revocation this process applied) wins over any record.
                 self.metrics.shared_hits += 1
                 raise InvalidApiKey("revoked")
@@ -366,10 +377,11 @@ class ApiKeyService:
         """
         if self._read_pair is not None:
             cached, signed = await self._read_pair(cache_key)
-            if cached is None or signed is None or signed.prefix != prefix:
+            cached = self._unless_revoked_here(cache_key, cached)
+            if cached is None or signed is None or signed.prefix != prefix or not cached.active:
                 return cached, None
             return cached, signed
-        cached = await self._cached(cache_key)
+        cached = self._unless_revoked_here(cache_key, await self._cached(cache_key))
         if cached is None or cached.apiKey != prefix or not cached.active:
             return cached, None
         known = self._known_record(prefix)
@@ -384,6 +396,31 @@ class ApiKeyService:
         if load_by_prefix:
             record = await self._prefix_lookups.run(prefix, lambda: self._load_by_prefix(prefix))
         return cached, record if record is not None and _bound(record, cache_key) else None
+
+    def _unless_revoked_here(
+        self, cache_key: str, cached: SimpleNamespace | None
+    ) -> SimpleNamespace | None:
+        """``cached``, or a tombstone when it says "active" for a key this process has applied
+        the revocation of.
+
+        Such a value is stale: its tombstone was lost, e.g. written to a primary that a failover
+        then demoted (it resynchronised from a replica that never received it). The read that
+        found it may have copied it into this process's memory (the tiered L1), where the next
+        request would take it without asking Redis or checking the revocation: it goes, the
+        signed record that came with it is not remembered, and the tombstone is re-written
+        after the next poll, for every process, including those started after the revocation.
+        """
+        if cached is None or not cached.active:
+            return cached
+        event = self._recently_revoked.get(cache_key)
+        if event is None:
+            return cached
+        self._known.pop(event.prefix)
+        if self._evict_local is not None:
+            self._evict_local(cache_key)
+        if self._has_shared_tier and self._follower is not None:
+            self._pending_shared.setdefault(event.id, event)
+        return SimpleNamespace(apiKey=cached.apiKey, active=False)
 
     def _admit(self, record: ApiKeyRecord) -> AuthenticatedKey:
         if record.revoked_at is not None:
@@ -716,7 +753,7 @@ class ApiKeyService:
         self._digest_lookups.forget(event.digest)
         self._negative.discard(event.digest)
         if event.kind == "revoked":
-            self._recently_revoked.put(event.digest, True, self._cache_ttl + self._lease_seconds)
+            self._recently_revoked.put(event.digest, event, self._cache_ttl + self._lease_seconds)
         if self._evict_local is not None:
             self._evict_local(event.digest)
 
@@ -793,12 +830,15 @@ class ApiKeyService:
                 how="this process only (no event log)",
                 shared_done=shared_written or not self._has_shared_tier,
             )
+        lossy = self._has_shared_tier and self._shared_writes_can_be_lost
         return await await_finality(
             self._event_log,
             event.id,
-            needs=FinalityNeeds(shared=self._has_shared_tier, local=self._holds_local_copies),
+            needs=FinalityNeeds(
+                shared=self._has_shared_tier, local=self._holds_local_copies or lossy
+            ),
             shared_done_by_us=shared_written,
-            acknowledged_by=report.acknowledged_by,
+            acknowledged_by=frozenset() if lossy else report.acknowledged_by,
             own_member_id=None if self._follower is None else self._follower.member_id,
             committed_at=committed_at,
             lease_seconds=self._lease_seconds,

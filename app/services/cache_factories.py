@@ -19,8 +19,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
+from app.clients.redis_client import RedisClient
 from app.services.cache_protocol import CoherentCacheBackend
 from app.services.circuit_breaker import CircuitBreaker
 from app.services.guarded_cache_backend import CircuitBreakingCacheBackend
@@ -63,7 +64,7 @@ def guard_cache(
 
 
 def redis_cache(
-    client: Redis,
+    client: RedisClient,
     *,
     key_prefix: str = DEFAULT_KEY_PREFIX,
     failure_threshold: int = 5,
@@ -81,11 +82,25 @@ def redis_cache(
     )
 
 
-def guarded_publisher(shared: CircuitBreakingCacheBackend, client: Redis) -> Publish:
-    """PUBLISH through the breaker: a failure counts against it and raises."""
+def guarded_publisher(shared: CircuitBreakingCacheBackend, client: RedisClient) -> Publish:
+    """PUBLISH through the breaker: a failure counts against it and raises.
+
+    On a cluster, ``SPUBLISH``: it goes to the shard that owns the channel's slot only, where
+    the listeners are subscribed (a classic PUBLISH would be copied to every node).
+    """
+    if isinstance(client, RedisCluster):
+        cluster = client
+
+        async def spublish(channel: str, payload: bytes | str) -> int:
+            receivers: int = await shared.require(lambda: cluster.spublish(channel, payload))
+            return receivers
+
+        return spublish
+
+    single = client
 
     async def publish(channel: str, payload: bytes | str) -> int:
-        receivers: int = await shared.require(lambda: client.publish(channel, payload))
+        receivers: int = await shared.require(lambda: single.publish(channel, payload))
         return receivers
 
     return publish
@@ -95,10 +110,15 @@ def invalidation_channel(l2: RedisApiKeyCacheBackend) -> str:
     """The deployment's channel: the key prefix and the Redis database number.
 
     Pub/sub ignores the database number, so two deployments that differ only in ``REDIS_URL``'s
-    database would otherwise hear (and acknowledge) each other's invalidations.
+    database would otherwise hear (and acknowledge) each other's invalidations. On a cluster
+    (database 0 only) the suffix is a hash tag, ``<prefix>{invalidate}``: the reply channels
+    (``<channel>:ack:<id>``) then hash to the same slot, so one sharded session hears both.
     """
-    database = l2.client.connection_pool.connection_kwargs.get("db", 0)
+    client = l2.client
     suffix = INVALIDATION_CHANNEL_SUFFIX
+    if isinstance(client, RedisCluster):
+        return f"{l2.key_prefix}{{{suffix}}}"
+    database = client.connection_pool.connection_kwargs.get("db", 0)
     return l2.key_prefix + (suffix if not database else f"db{database}:{suffix}")
 
 
@@ -128,9 +148,9 @@ def tiered_cache(
 
 
 def tiered_cache_over(
-    client: Redis,
+    client: RedisClient,
     *,
-    guard: Callable[[Redis], CircuitBreakingCacheBackend],
+    guard: Callable[[RedisClient], CircuitBreakingCacheBackend],
     l1_ttl_seconds: float = 60,
     l1_max_entries: int = 100_000,
     ack_timeout_ms: int = 500,
@@ -145,8 +165,8 @@ def tiered_cache_over(
 
 
 def shared_cache_or_memory(
-    client: Redis | None,
-    shared: Callable[[Redis], CoherentCacheBackend],
+    client: RedisClient | None,
+    shared: Callable[[RedisClient], CoherentCacheBackend],
     memory: Callable[[], InMemoryApiKeyCacheBackend],
     backend_name: str,
 ) -> CoherentCacheBackend:

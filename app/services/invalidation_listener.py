@@ -27,6 +27,21 @@ re-subscribes silently, and messages published in the gap are lost. So:
   the connection down when the PONG does not come within as long again — ``check_health`` only
   writes a PING, which succeeds on a half-open socket;
 * any error marks the L1 untrusted, and the listener reconnects with a capped backoff.
+
+On a Redis Cluster the channel is a *sharded* one (``SSUBSCRIBE``/``SPUBLISH``): classic
+``PUBLISH`` is copied to every node of the cluster, and its receiver count covers only the node
+that took it. The channel and the reply channels carry one hash tag (``cache_factories`` names
+them), so one session on the primary that owns that slot serves both. After a failover or a slot
+migration that session fails (an error, a watchdog timeout, or the server's ``sunsubscribe``);
+the next one re-reads the slot map and subscribes on the new owner, and its confirmation flushes
+the L1 before it is trusted, as above. On Sentinel the session's connection comes from the
+sentinel-managed pool, so a reconnect asks the sentinels for the current primary; and since a
+failover demotes the old primary without closing its connections, the listener also asks the
+sentinels once a watchdog interval whether its server is still the primary, and moves if not.
+
+Acknowledgements are counted against the PUBLISH/SPUBLISH receiver count only to know how long
+to wait and what to report; whether a revocation is final is decided from the members registry
+(``revocation_finality``), never from that count.
 """
 
 from __future__ import annotations
@@ -40,9 +55,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.sentinel import SentinelConnectionPool
+
+from app.clients.redis_client import RedisClient
+from app.clients.redis_topologies import shard_channel_pubsub
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +76,18 @@ Publish = Callable[[str, bytes | str], Awaitable[int]]
 
 class ListenerStalled(Exception):
     """No frame, not even a PONG, arrived in time: the connection is presumed dead."""
+
+
+class PrimaryMoved(Exception):
+    """Sentinel failed over: this session's server is no longer the primary."""
+
+
+class SubscriptionMoved(Exception):
+    """The server dropped a sharded subscription (its slot moved): open a new session."""
+
+
+# Sharded pub/sub frames mean the same as the classic ones.
+_FRAME_KINDS = {"ssubscribe": "subscribe", "smessage": "message", "sunsubscribe": "unsubscribe"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +172,7 @@ class InvalidationListener:
 
     def __init__(
         self,
-        client: Redis,
+        client: RedisClient,
         channel: str,
         *,
         publish: Publish,
@@ -153,6 +184,10 @@ class InvalidationListener:
         if watchdog_interval_seconds <= 0:
             raise ValueError("watchdog_interval_seconds must be positive")
         self._client = client
+        self._sharded = isinstance(client, RedisCluster)
+        pool = getattr(client, "connection_pool", None)
+        self._sentinel_pool = pool if isinstance(pool, SentinelConnectionPool) else None
+        self._refresh_slots = False
         self._channel = channel
         self._publish = publish
         self._on_invalidate = on_invalidate
@@ -279,29 +314,45 @@ class InvalidationListener:
             await asyncio.sleep(delay)
             delay = min(delay * 2, _MAX_RECONNECT_DELAY)
 
+    async def _open_session(self) -> PubSub:
+        client = self._client
+        if isinstance(client, RedisCluster):
+            # After a failed session, the slot's owner may have changed: re-read the map.
+            return await shard_channel_pubsub(
+                client, self._channel, refresh_slots=self._refresh_slots
+            )
+        return client.pubsub()
+
     async def _listen(self) -> None:
-        pubsub = self._client.pubsub()
+        pubsub: PubSub | None = None
         connection: AbstractConnection | None = None
         try:
-            await pubsub.subscribe(self._channel, self._reply_channel)
+            pubsub = await self._open_session()
+            if self._sharded:
+                await pubsub.ssubscribe(self._channel, self._reply_channel)
+            else:
+                await pubsub.subscribe(self._channel, self._reply_channel)
             connection = pubsub.connection
             if connection is not None:
                 connection.register_connect_callback(self._on_reconnect)
             await self._pump(pubsub)
         except Exception as exc:
+            self._refresh_slots = True
             self._lose(f"{type(exc).__name__}: {exc}")
             raise
         finally:
             self._lose("stopped")
             if connection is not None:
                 connection.deregister_connect_callback(self._on_reconnect)  # type: ignore[no-untyped-call]
-            await self._release(pubsub)
+            if pubsub is not None:
+                await self._release(pubsub)
 
     async def _pump(self, pubsub: PubSub) -> None:
         """Read frames forever; the watchdog raises ``ListenerStalled`` on silence."""
         loop = asyncio.get_running_loop()
         last_frame_at = loop.time()
         ping_sent_at: float | None = None
+        primary_check_at = last_frame_at + self._watchdog_interval
         while True:
             now = loop.time()
             if ping_sent_at is None:
@@ -314,6 +365,12 @@ class InvalidationListener:
                 wait = ping_sent_at + self._watchdog_interval - now
                 if wait <= 0:
                     raise ListenerStalled(f"no frame for {2 * self._watchdog_interval:.1f}s")
+            if self._sentinel_pool is not None:
+                if now >= primary_check_at:
+                    await self._check_primary(pubsub)
+                    primary_check_at = loop.time() + self._watchdog_interval
+                    continue
+                wait = min(wait, primary_check_at - now)
             frame = await pubsub.get_message(timeout=wait)
             if frame is None:
                 continue
@@ -321,9 +378,40 @@ class InvalidationListener:
             ping_sent_at = None
             await self._dispatch(frame)
 
+    async def _check_primary(self, pubsub: PubSub) -> None:
+        """Sentinel: raise ``PrimaryMoved`` when the sentinels name another primary than the
+        one this session is connected to.
+
+        A failover demotes the old primary to a replica without closing its connections, and a
+        replica accepts subscriptions: the session would stay there, healthy to the watchdog,
+        and hear only what replication still brings it. Asking the sentinels (once a watchdog
+        interval) moves it to the new primary. When no sentinel answers, the session is kept:
+        its own watchdog still vouches for the connection.
+        """
+        pool = self._sentinel_pool
+        connection = pubsub.connection
+        if pool is None or connection is None:
+            return
+        try:
+            async with asyncio.timeout(self._watchdog_interval):
+                host, port = await pool.get_master_address()
+        except Exception:  # no sentinel answered in time: nothing learned
+            return
+        current = (getattr(connection, "host", None), getattr(connection, "port", None))
+        if (str(host), int(port)) != (str(current[0]), int(current[1] or 0)):
+            raise PrimaryMoved(f"the sentinels name another primary ({host}:{port})")
+
     async def _dispatch(self, frame: dict[str, Any]) -> None:
-        kind = frame.get("type")
+        kind = _text(frame.get("type"))
+        kind = _FRAME_KINDS.get(kind, kind) if kind is not None else None
         channel = _text(frame.get("channel"))
+        if (
+            self._sharded
+            and kind == "unsubscribe"
+            and channel in self._confirmed
+            and not self._closing
+        ):
+            raise SubscriptionMoved(f"the server dropped {channel}")
         if kind == "subscribe":
             self._on_subscribed(channel)
         elif kind == "message" and channel == self._channel:
@@ -335,6 +423,7 @@ class InvalidationListener:
 
     def _on_subscribed(self, channel: str | None) -> None:
         if channel == self._channel:
+            self._refresh_slots = False
             # Whatever was published while we were not subscribed is lost: start from empty.
             self._on_trusted()
             self._subscribed = True

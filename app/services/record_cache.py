@@ -13,6 +13,11 @@ longer verifies. A verified record also lets a worker that never read the key fr
 Every signed payload carries the time it stops being valid (the fill's TTL), so a captured entry
 replayed later, or re-written without a TTL, is refused once that time has passed.
 
+On a Redis Cluster the record key carries the value key as its hash tag,
+``<key_prefix>rec:{<key_prefix><digest>}``, so value and record share a slot (and a node): the
+one-round-trip ``MGET`` and the both-or-neither fill need that. Elsewhere the key stays
+``<key_prefix>rec:<digest>``.
+
 Anything unreadable under either key (foreign, corrupt, unsigned, signed with an unknown secret)
 is a miss and is removed, never an exception. Every call goes through the circuit breaker of
 the Redis backend beside it, so a Redis outage costs a database lookup, never a valid key.
@@ -30,9 +35,11 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 from redis.exceptions import WatchError
 
+from app.clients.redis_client import RedisClient
 from app.repositories.base import ApiKeyRecord
 from app.services.bounded_ttl_map import BoundedTtlMap
 from app.services.guarded_cache_backend import CircuitBreakingCacheBackend
@@ -48,6 +55,17 @@ _MAX_RECORD_BYTES = 2048
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _PAYLOAD_FIELDS = frozenset({"p", "n", "s", "c", "e", "r", "u"})
+
+# The cluster's fill: the same decision as the WATCH/MULTI fill below, taken inside Redis in one
+# step. KEYS[1] the value, KEYS[2] the record (same slot); ARGV: value, sealed record, TTL.
+_FILL_SCRIPT = """
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[1] then return 0 end
+local stored = redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3], 'NX')
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3], 'NX')
+if stored then return 1 end
+return 0
+"""
 
 
 def _micros(moment: datetime) -> int:
@@ -85,7 +103,7 @@ class SignedRecordCache:
     def __init__(
         self,
         guard: CircuitBreakingCacheBackend,
-        client: Redis,
+        client: RedisClient,
         key_prefix: str,
         *,
         secret: bytes,
@@ -98,6 +116,15 @@ class SignedRecordCache:
         self._guard = guard
         self._client = client
         self._key_prefix = key_prefix
+        self._on_cluster = isinstance(client, RedisCluster)
+        if self._on_cluster:
+            sample = "0" * 64
+            if key_slot(self.value_key(sample).encode()) != key_slot(
+                self.record_key(sample).encode()
+            ):
+                raise ValueError(
+                    "on a Redis Cluster the key prefix must not contain an unmatched '{' or '}'"
+                )
         self._secret = secret
         self._verifying = (secret, *previous_secrets)
         self._clock = clock
@@ -113,6 +140,9 @@ class SignedRecordCache:
         return self._key_prefix + cache_key
 
     def record_key(self, cache_key: str) -> str:
+        if self._on_cluster:
+            # The value key as hash tag: both keys hash alike, whatever the prefix's own tag.
+            return f"{self._key_prefix}{RECORD_KEY_INFIX}{{{self.value_key(cache_key)}}}"
         return self._key_prefix + RECORD_KEY_INFIX + cache_key
 
     # -- sealing --------------------------------------------------------------------------------
@@ -270,7 +300,10 @@ class SignedRecordCache:
         value, then ``MULTI``/``EXEC``; any write to the value meanwhile aborts the fill)."""
         sealed = self.seal(cache_key, record, ttl_seconds)
         value_key, encoded = self.value_key(cache_key), encode_value(value)
-        async with self._client.pipeline(transaction=True) as pipe:
+        client = self._client
+        if isinstance(client, RedisCluster):
+            return await self._fill_by_script(client, cache_key, encoded, sealed, ttl_seconds)
+        async with client.pipeline(transaction=True) as pipe:
             await pipe.watch(value_key)
             current = await pipe.get(value_key)
             if current is not None and current != encoded:
@@ -284,6 +317,31 @@ class SignedRecordCache:
                 stored, _ = await pipe.execute()
             except WatchError:
                 return False
+        return bool(stored)
+
+    async def _fill_by_script(
+        self, client: RedisCluster, cache_key: str, encoded: bytes, sealed: bytes, ttl: int
+    ) -> bool:
+        """The fill on a cluster: one Lua script over the two keys of one slot.
+
+        redis-py 8.1's asyncio cluster pipeline accepts ``WATCH``, but it routes every command
+        issued between ``WATCH`` and ``MULTI`` (our ``GET``) through ``asyncio.run`` on a new
+        thread that this event loop blocks on, and that thread's loop re-reads the slot map when
+        the client needs it (connections bound to a loop that is gone): not something to put
+        on the request path. The script reads the value and writes both keys in one step inside
+        Redis, which no other command can interleave with, so it keeps every property of the
+        ``WATCH`` version: a tombstone or another value already there stops the fill, the value
+        is only added (``NX``), and the record never lands without the value's check.
+        """
+        stored = await client.eval(
+            _FILL_SCRIPT,
+            2,
+            self.value_key(cache_key),
+            self.record_key(cache_key),
+            encoded,
+            sealed,
+            ttl,
+        )
         return bool(stored)
 
     async def replace(self, cache_key: str, record: ApiKeyRecord, ttl_seconds: int) -> None:

@@ -3,6 +3,10 @@
 Values are compact JSON ``{"apiKey":<prefix>,"active":<bool>}`` written with ``SET ... EX``;
 anything else found under the prefix (foreign, corrupt, oversized, another type) is a miss and
 is removed, never an exception. ``clear`` walks only the prefix with bounded ``SCAN`` steps.
+
+Every command names one key, so the backend runs unchanged on a Redis Cluster (each command goes
+to the primary of its key's slot); only ``clear`` must know the topology, since ``SCAN`` walks one
+node's keyspace: on a cluster it walks every primary in turn.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ import logging
 from types import SimpleNamespace
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ResponseError
 
+from app.clients.redis_client import RedisClient
 from app.services.cache_protocol import InvalidationReport
 
 logger = logging.getLogger(__name__)
@@ -65,14 +70,14 @@ def decode_value(raw: Any) -> SimpleNamespace | None:
 class RedisApiKeyCacheBackend:
     """One keyspace shared by every worker and host, under ``key_prefix``."""
 
-    def __init__(self, client: Redis, key_prefix: str = DEFAULT_KEY_PREFIX) -> None:
+    def __init__(self, client: RedisClient, key_prefix: str = DEFAULT_KEY_PREFIX) -> None:
         if not key_prefix:
             raise ValueError("key_prefix must not be empty: clear() would touch foreign keys")
         self._client = client
         self._key_prefix = key_prefix
 
     @property
-    def client(self) -> Redis:
+    def client(self) -> RedisClient:
         return self._client
 
     @property
@@ -153,13 +158,37 @@ class RedisApiKeyCacheBackend:
         """Delete only our keys: ``SCAN MATCH prefix* COUNT n`` plus batched ``UNLINK``.
 
         Never ``KEYS`` or ``FLUSHDB``: each step is bounded, so other clients keep being served
-        while millions of entries go.
+        while millions of entries go. On a cluster, ``SCAN`` sees one node's keys, so every
+        primary is walked in turn (a replica holds copies of its primary's keys, nothing else).
         """
         pattern = escape_glob(self._key_prefix) + "*"
+        client = self._client
+        if isinstance(client, RedisCluster):
+            await client.initialize()
+            for node in client.get_primaries():
+                await _clear_node(client, node, pattern)
+            return
         cursor: int = 0
         while True:
-            cursor, keys = await self._client.scan(cursor=cursor, match=pattern, count=_SCAN_COUNT)
+            cursor, keys = await client.scan(cursor=cursor, match=pattern, count=_SCAN_COUNT)
             if keys:
-                await self._client.unlink(*keys)
+                await client.unlink(*keys)
             if cursor == 0:
                 break
+
+
+async def _clear_node(client: RedisCluster, node: ClusterNode, pattern: str) -> None:
+    """The bounded ``SCAN`` loop on one primary; ``UNLINK`` per batch (the client splits a
+    batch by slot, and every slot of these keys is on this node)."""
+    cursor: int = 0
+    while True:
+        reply = await client.execute_command(
+            "SCAN", cursor, "MATCH", pattern, "COUNT", _SCAN_COUNT, target_nodes=node
+        )
+        # The cluster client answers a targeted SCAN as ``({node name: cursor}, keys)``.
+        cursors, keys = reply
+        cursor = int(cursors[node.name]) if isinstance(cursors, dict) else int(cursors)
+        if keys:
+            await client.unlink(*keys)
+        if cursor == 0:
+            break

@@ -118,3 +118,26 @@ async def test_real_redis_through_the_container(
         await service.authenticate(created.plaintext)
         await container.redis_client().aclose()
     assert await real_redis.exists(key_prefix + digest(created.plaintext)) == 1
+
+
+@pytest.mark.parametrize(
+    ("topology", "address_setting", "address", "lossy"),
+    [
+        ("single", "REDIS_URL", "redis://127.0.0.1:6390/0", False),
+        ("sentinel", "REDIS_SENTINELS", "127.0.0.1:26390", True),
+        ("cluster", "REDIS_CLUSTER_NODES", "127.0.0.1:7390", True),
+    ],
+)
+def test_replicated_topologies_tell_revoke_that_a_tombstone_can_be_lost(
+    containers: list[Container],
+    monkeypatch: pytest.MonkeyPatch,
+    topology: str,
+    address_setting: str,
+    address: str,
+    lossy: bool,
+) -> None:
+    monkeypatch.setenv("APIKEY_CACHE_BACKEND", "redis")
+    monkeypatch.setenv("REDIS_TOPOLOGY", topology)
+    monkeypatch.setenv(address_setting, address)
+    container = make(containers)
+    assert container.shared_writes_can_be_lost() is lossy

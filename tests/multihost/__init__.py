@@ -16,6 +16,11 @@ production sees it. A worker can also be frozen (SIGSTOP) and thawed (SIGCONT).
 that: for each backend and fault, no request sent after revoke returned is admitted with the
 revoked key, on any worker of any host. ``test_tcp_proxy.py`` checks the link itself (fast).
 
+``test_sentinel_failover.py`` (and ``test_cluster_node_killed.py``) use the same two hosts without
+the links, reaching a Sentinel set (a Redis Cluster) directly: there the fault is in Redis itself,
+a failover or a killed primary under traffic, and the figures are the longest window of failed
+valid requests, admits of keys revoked during and after it, and cache hits on the new primary.
+
 Run: ``.venv/bin/pytest tests/multihost -s`` (``-s`` prints one line of figures per case; the
 partition suite is marked ``slow`` and ``postgres``, about 8 s per case).
 """

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from app.services.apikey_cache_backend import InMemoryApiKeyCacheBackend, RedisApiKeyCacheBackend
 from app.services.cache_protocol import CoherentCacheBackend
@@ -46,12 +47,18 @@ def real_redis_backend(context: BackendContext) -> CoherentCacheBackend:
     return RedisApiKeyCacheBackend(client, key_prefix=context.key_prefix)
 
 
+def real_redis_cluster_backend(context: BackendContext) -> CoherentCacheBackend:
+    client = context.fixture("real_redis_cluster")
+    assert isinstance(client, RedisCluster)
+    return RedisApiKeyCacheBackend(client, key_prefix=context.key_prefix)
+
+
 def tiered_backend_on(client_fixture: str) -> BackendFactory:
     """The tiered backend on the client of ``client_fixture``, its listener stopped at teardown."""
 
     def factory(context: BackendContext) -> CoherentCacheBackend:
         client = context.fixture(client_fixture)
-        assert isinstance(client, Redis)
+        assert isinstance(client, Redis | RedisCluster)
         make = context.fixture("tiered_factory")
         assert callable(make)
         backend: CoherentCacheBackend = make(client, context.key_prefix)
@@ -66,4 +73,20 @@ BACKEND_FACTORIES: dict[str, BackendFactory] = {
     "redis": real_redis_backend,
     "tiered-fakeredis": tiered_backend_on("fake_redis"),
     "tiered-redis": tiered_backend_on("real_redis"),
+    "redis-cluster": real_redis_cluster_backend,
+    "tiered-redis-cluster": tiered_backend_on("real_redis_cluster"),
 }
+
+# Variants that start servers of their own (a six-process cluster) are slow tests.
+_ON_A_CLUSTER = (pytest.mark.slow, pytest.mark.redis_server)
+BACKEND_MARKS: dict[str, tuple[pytest.MarkDecorator, ...]] = {
+    "redis-cluster": _ON_A_CLUSTER,
+    "tiered-redis-cluster": _ON_A_CLUSTER,
+}
+
+
+def backend_params() -> list[object]:
+    """``BACKEND_FACTORIES`` as pytest params, each with its marks."""
+    return [
+        pytest.param(name, marks=BACKEND_MARKS.get(name, ())) for name in sorted(BACKEND_FACTORIES)
+    ]

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import pytest
 
 from app.services.cache_protocol import CoherentCacheBackend
-from tests.services.backends import BACKEND_FACTORIES, BackendContext
+from tests.services.backends import BACKEND_FACTORIES, BackendContext, backend_params
 
 
-@pytest.fixture(params=sorted(BACKEND_FACTORIES))
+@pytest.fixture(params=backend_params())
 def backend(request: pytest.FixtureRequest, key_prefix: str) -> CoherentCacheBackend:
     factory = BACKEND_FACTORIES[request.param]
     return factory(BackendContext(request=request, key_prefix=key_prefix))

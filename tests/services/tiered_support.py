@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 import pytest
-from redis.asyncio import Redis
 
+from app.clients.redis_client import RedisClient
 from app.services.apikey_cache_backend import RedisApiKeyCacheBackend
 from app.services.cache_factories import guard_cache, tiered_cache
 from app.services.tiered_cache_backend import TieredApiKeyCacheBackend
@@ -19,11 +19,11 @@ READY_TIMEOUT_SECONDS = 10.0
 
 class TieredFactory(Protocol):
     def __call__(
-        self, client: Redis, key_prefix: str, **options: Any
+        self, client: RedisClient, key_prefix: str, **options: Any
     ) -> TieredApiKeyCacheBackend: ...
 
 
-def build_tiered(client: Redis, key_prefix: str, **options: Any) -> TieredApiKeyCacheBackend:
+def build_tiered(client: RedisClient, key_prefix: str, **options: Any) -> TieredApiKeyCacheBackend:
     """A tiered backend on ``client``; breaker options go to the breaker, the rest to tiered."""
     breaker_options = {
         name: options.pop(name)
@@ -40,7 +40,7 @@ async def tiered_factory() -> AsyncIterator[TieredFactory]:
     """Make tiered backends; every one is closed (listener stopped) at teardown."""
     made: list[TieredApiKeyCacheBackend] = []
 
-    def make(client: Redis, key_prefix: str, **options: Any) -> TieredApiKeyCacheBackend:
+    def make(client: RedisClient, key_prefix: str, **options: Any) -> TieredApiKeyCacheBackend:
         backend = build_tiered(client, key_prefix, **options)
         made.append(backend)
         return backend

@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from sqlalchemy.engine import make_url
@@ -58,6 +58,26 @@ WORKERS_PER_HOST = 2
 LEASE_SECONDS = 3
 POLL_MS = 250
 CACHE_TTL_SECONDS = 60
+
+
+# -- what the helpers need of a host ---------------------------------------------------------
+
+
+class ServingHost(Protocol):
+    """A running ``game-api serve`` the helpers below can load, create keys on and revoke on:
+    a ``Host`` behind its proxies here, or a host reaching Redis directly (the failover tests)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def admin_key(self) -> str: ...
+
+    @property
+    def server(self) -> LiveServer: ...
 
 
 # -- keys ------------------------------------------------------------------------------------
@@ -88,7 +108,7 @@ def create_key_with_cli(database_url: str, name: str, scopes: Sequence[str]) -> 
     return Key(key=str(created["key"]), prefix=str(created["prefix"]))
 
 
-def create_key_over_http(host: Host, name: str, scopes: Sequence[str] = ("read",)) -> Key:
+def create_key_over_http(host: ServingHost, name: str, scopes: Sequence[str] = ("read",)) -> Key:
     response = host.server.post(
         "/v1/keys", api_key=host.admin_key, json_body={"name": name, "scopes": list(scopes)}
     )
@@ -299,7 +319,7 @@ class RevokeOutcome:
         return None if self.body is None else self.body.get("cache_invalidation")
 
 
-def revoke_over_http(host: Host, prefix: str, timeout: float) -> RevokeOutcome:
+def revoke_over_http(host: ServingHost, prefix: str, timeout: float) -> RevokeOutcome:
     """POST /v1/keys/{prefix}/revoke on ``host`` as an operator's client would, giving up (and
     closing the connection) once ``timeout`` seconds have passed in all: a total deadline,
     where an HTTP client's timeouts bound each read. Giving up is not cancelling: the server
@@ -331,7 +351,7 @@ def revoke_over_http(host: Host, prefix: str, timeout: float) -> RevokeOutcome:
     return RevokeOutcome(status, body, now - started, now)
 
 
-def wait_until_listed_revoked(host: Host, prefix: str, timeout: float = 30.0) -> float:
+def wait_until_listed_revoked(host: ServingHost, prefix: str, timeout: float = 30.0) -> float:
     """Poll ``GET /v1/keys`` on ``host`` until the key shows ``revoked_at``; returns the time
     (monotonic) that answer arrived, after which the database has certainly committed it."""
     deadline = time.monotonic() + timeout
@@ -369,7 +389,7 @@ class Sample:
     error: str | None = None
 
 
-def _one_request(port: int, api_key: str, timeout: float) -> tuple[int | None, str | None, str]:
+def one_request(port: int, api_key: str, timeout: float) -> tuple[int | None, str | None, str]:
     """GET /v1/me on a connection of its own, so the kernel may hand it to any worker."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
@@ -392,7 +412,7 @@ class LoadGenerator:
     test); it is not a wait for anything.
     """
 
-    hosts: Sequence[Host]
+    hosts: Sequence[ServingHost]
     keys: Mapping[str, str]  # label -> plaintext key
     threads_per_host: int = 2
     request_timeout: float = 5.0
@@ -435,14 +455,14 @@ class LoadGenerator:
         with self._lock:
             return list(self._samples)
 
-    def _run(self, host: Host, index: int) -> None:
+    def _run(self, host: ServingHost, index: int) -> None:
         labels = list(self.keys)
         turn = index  # threads of one host start on different keys
         while not self._stop.is_set():
             label = labels[turn % len(labels)]
             turn += 1
             sent_at = time.monotonic()
-            status, worker, error = _one_request(host.port, self.keys[label], self.request_timeout)
+            status, worker, error = one_request(host.port, self.keys[label], self.request_timeout)
             sample = Sample(
                 label, host.name, sent_at, time.monotonic(), worker, status, error or None
             )
