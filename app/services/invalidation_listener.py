@@ -348,12 +348,19 @@ class InvalidationListener:
                 await self._release(pubsub)
 
     async def _pump(self, pubsub: PubSub) -> None:
-        """Read frames forever; the watchdog raises ``ListenerStalled`` on silence."""
+        """Read frames until closed; the watchdog raises ``ListenerStalled`` on silence.
+
+        It also stops when its task is being cancelled: redis-py can swallow a cancellation
+        that lands as one of its own timeouts expires (its blocking pool turns the pair into a
+        ``ConnectionError``, which the sentinel client then skips), and the pump would go on
+        reading, holding up shutdown.
+        """
         loop = asyncio.get_running_loop()
+        this_task = asyncio.current_task()
         last_frame_at = loop.time()
         ping_sent_at: float | None = None
         primary_check_at = last_frame_at + self._watchdog_interval
-        while True:
+        while not self._closing and not (this_task is not None and this_task.cancelling()):
             now = loop.time()
             if ping_sent_at is None:
                 wait = last_frame_at + self._watchdog_interval - now

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from tests.support.redis_server import free_port
@@ -42,9 +43,9 @@ def cluster_ports(count: int) -> list[int]:
     return ports
 
 
-def _cli(port: int, *args: str, timeout: float = 5.0) -> str:
+def _cli(port: int, *args: str, timeout: float = 5.0, auth: Sequence[str] = ()) -> str:
     result = subprocess.run(
-        ["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args],
+        ["redis-cli", "-h", "127.0.0.1", "-p", str(port), *auth, *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -56,7 +57,23 @@ def _cli(port: int, *args: str, timeout: float = 5.0) -> str:
 class RedisClusterProcesses:
     """Owns the six processes; ``kill_node`` stops one outright (SIGKILL) for failover tests."""
 
-    def __init__(self, primaries: int = 3, replicas_per_primary: int = 1) -> None:
+    def __init__(
+        self,
+        primaries: int = 3,
+        replicas_per_primary: int = 1,
+        acl_user: tuple[str, str] | None = None,
+    ) -> None:
+        """``acl_user`` = ``(name, password)``: that ACL user may do everything, and the default
+        user is switched off, so a client without those credentials is refused (replicas need
+        ``masteruser``, so an ACL cluster has none here)."""
+        if acl_user is not None and replicas_per_primary:
+            raise ValueError("an ACL cluster is started without replicas")
+        self.acl_user = acl_user
+        self._auth: tuple[str, ...] = (
+            ()
+            if acl_user is None
+            else ("--user", acl_user[0], "--pass", acl_user[1], "--no-auth-warning")
+        )
         for binary in ("redis-server", "redis-cli"):
             if shutil.which(binary) is None:
                 raise RuntimeError(f"{binary} is not on PATH")
@@ -79,7 +96,7 @@ class RedisClusterProcesses:
     def primaries(self) -> list[int]:
         """Ports of the nodes that are primaries now (asked of a live node)."""
         for port in self.live_ports():
-            text = _cli(port, "CLUSTER", "NODES")
+            text = _cli(port, "CLUSTER", "NODES", auth=self._auth)
             found = [
                 int(fields[1].split("@")[0].rsplit(":", 1)[1])
                 for fields in (line.split() for line in text.splitlines())
@@ -110,18 +127,19 @@ class RedisClusterProcesses:
                     "--save", "",
                     "--appendonly", "no",
                     "--dir", str(node_dir),
+                    *self._acl_args(),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )  # fmt: skip
         deadline = time.monotonic() + timeout
         for port in self.ports:
-            while _cli(port, "PING").strip() != "PONG":
+            while _cli(port, "PING", auth=self._auth).strip() != "PONG":
                 self._check_alive(deadline)
                 time.sleep(0.05)
         created = subprocess.run(
             [
-                "redis-cli", "--cluster", "create",
+                "redis-cli", *self._auth, "--cluster", "create",
                 *(f"127.0.0.1:{port}" for port in self.ports),
                 "--cluster-replicas", str(self.replicas_per_primary),
                 "--cluster-yes",
@@ -135,13 +153,31 @@ class RedisClusterProcesses:
             raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout[-500:]}")
         self.wait_until_ok(deadline - time.monotonic())
 
+    def _acl_args(self) -> list[str]:
+        if self.acl_user is None:
+            return []
+        name, password = self.acl_user
+        # redis-server joins the words after an option into its config line: one word each.
+        return [
+            "--user",
+            name,
+            "on",
+            f">{password}",
+            "~*",
+            "&*",
+            "+@all",
+            "--user",
+            "default",
+            "off",
+        ]
+
     def wait_until_ok(self, timeout: float = 30.0) -> None:
         """Until every live node says ``cluster_state:ok``, the primaries are all there, and
         every replica's link to its primary is up (a replica that never synced refuses to take
         over: its data is "too old")."""
         deadline = time.monotonic() + timeout
         while True:
-            states = [_cli(port, "CLUSTER", "INFO") for port in self.live_ports()]
+            states = [_cli(port, "CLUSTER", "INFO", auth=self._auth) for port in self.live_ports()]
             if states and all("cluster_state:ok" in state for state in states):
                 expected = len(self.ports) // (1 + self.replicas_per_primary)
                 if len(self.primaries()) == expected and self._replicas_in_sync():
@@ -151,7 +187,7 @@ class RedisClusterProcesses:
 
     def _replicas_in_sync(self) -> bool:
         for port in self.live_ports():
-            info = _cli(port, "INFO", "replication")
+            info = _cli(port, "INFO", "replication", auth=self._auth)
             if "role:slave" in info and "master_link_status:up" not in info:
                 return False
         return True
