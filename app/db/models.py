@@ -60,6 +60,8 @@ class KeyEventRow(Base):
     """
 
     __tablename__ = "key_events"
+    # Where a starting process begins reading the log (migration 0005).
+    __table_args__ = (Index("ix_key_events_occurred_at", "occurred_at"),)
 
     id: Mapped[int] = mapped_column(EVENT_ID, primary_key=True, autoincrement=True)
     prefix: Mapped[str] = mapped_column(String(32))

@@ -200,6 +200,10 @@ class EventLogRepository(Protocol):
         """The newest event's id (0 when there is none)."""
         ...
 
+    async def last_event_id_before(self, at: datetime) -> int:
+        """The newest id of the events that occurred before ``at`` (0 when there is none)."""
+        ...
+
     async def events_after(self, event_id: int, limit: int) -> list[KeyEvent]:
         """Events with an id above ``event_id``, oldest first."""
         ...

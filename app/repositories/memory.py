@@ -28,6 +28,7 @@ class InMemoryApiKeyRepository:
         self._prefix_by_digest: dict[str, str] = {}
         self._successors: dict[str, str] = {}
         self.events: list[KeyEvent] = []
+        self.event_times: list[datetime] = []  # when each event occurred, by position
         self.audit: list[AuditEntry] = []
 
     async def add(self, record: ApiKeyRecord, *, actor: AuditActor = OPERATOR) -> None:
@@ -112,7 +113,7 @@ class InMemoryApiKeyRepository:
         self._by_prefix[prefix] = record
         return Revocation(
             record=record,
-            event_id=self._log(record, "revoked"),
+            event_id=self._log(record, "revoked", at),
             newly_revoked=True,
             audit_id=self._audit(actor, "revoked", prefix, at),
         )
@@ -146,11 +147,11 @@ class InMemoryApiKeyRepository:
         return Rotation(
             old=old,
             new=new,
-            event_id=self._log(old, "rotated"),
+            event_id=self._log(old, "rotated", now),
             audit_id=self._audit(actor, "rotated", prefix, now, detail=new.prefix),
         )
 
-    def _log(self, record: ApiKeyRecord, kind: str) -> int:
+    def _log(self, record: ApiKeyRecord, kind: str, at: datetime) -> int:
         event = KeyEvent(
             id=len(self.events) + 1,
             prefix=record.prefix,
@@ -159,6 +160,7 @@ class InMemoryApiKeyRepository:
             digest=record.digest,
         )
         self.events.append(event)
+        self.event_times.append(at)
         return event.id
 
     async def record_finality(self, audit_id: int, how: str) -> None:
@@ -190,6 +192,12 @@ class InMemoryEventLog:
         self._members: dict[str, MemberState] = {}
 
     async def last_event_id(self) -> int:
+        return len(self._keys.events)
+
+    async def last_event_id_before(self, at: datetime) -> int:
+        for position, occurred_at in enumerate(self._keys.event_times):
+            if occurred_at >= at:
+                return position  # ids are positions + 1
         return len(self._keys.events)
 
     async def events_after(self, event_id: int, limit: int) -> list[KeyEvent]:

@@ -386,6 +386,15 @@ class SqlEventLogRepository:
         async with self._keys._session() as session:
             return int(await session.scalar(select(func.max(KeyEventRow.id))) or 0)
 
+    async def last_event_id_before(self, at: datetime) -> int:
+        async with self._keys._session() as session:
+            first_since = await session.scalar(
+                select(func.min(KeyEventRow.id)).where(KeyEventRow.occurred_at >= at)
+            )
+            if first_since is not None:
+                return int(first_since) - 1
+            return int(await session.scalar(select(func.max(KeyEventRow.id))) or 0)
+
     async def events_after(self, event_id: int, limit: int) -> list[KeyEvent]:
         async with self._keys._session() as session:
             rows = await session.scalars(

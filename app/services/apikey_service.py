@@ -219,6 +219,8 @@ class ApiKeyService:
                 poll_interval_seconds=poll_interval_seconds,
                 lease_seconds=lease_seconds,
                 wall_clock=clock,
+                # A stale shared value can outlive a revocation by the cache TTL at most.
+                history_seconds=cache_ttl_seconds + lease_seconds if self._has_shared_tier else 0,
             )
         # Authenticated records beside a shared cache's values. Without a process-local peek
         # (the redis backend) the value and the record are read together in one round trip.

@@ -56,7 +56,10 @@ class RevocationFollower:
         poll_interval_seconds: float,
         lease_seconds: float,
         wall_clock: Callable[[], datetime],
+        history_seconds: float = 0.0,
     ) -> None:
+        """``history_seconds``: how far back a starting process reads the log (see
+        ``poll_once``); 0 starts at its head."""
         if poll_interval_seconds <= 0 or lease_seconds <= poll_interval_seconds:
             raise ValueError("the lease must be longer than the poll interval, both positive")
         self._log = log
@@ -67,6 +70,7 @@ class RevocationFollower:
         self._poll_interval = poll_interval_seconds
         self._lease = lease_seconds
         self._wall_clock = wall_clock
+        self._history = history_seconds
         self.lease_until = 0.0
         """Monotonic instant until which local copies may be used (read on every hit)."""
         self.applied_event_id: int | None = None
@@ -97,8 +101,15 @@ class RevocationFollower:
         started_mono = _monotonic()
         started_wall = self._wall_clock()
         if self.applied_event_id is None:
-            # A new process holds nothing: history before it started is not its concern.
-            self.applied_event_id = await self._log.last_event_id()
+            # A new process holds nothing, but a shared cache may still hold a stale "active"
+            # value of a key revoked before it started (a failover can lose a tombstone the old
+            # primary acknowledged): it applies the events of the last ``history_seconds`` too,
+            # so it refuses such a value and writes the tombstone again.
+            if self._history > 0:
+                since = started_wall - timedelta(seconds=self._history)
+                self.applied_event_id = await self._log.last_event_id_before(since)
+            else:
+                self.applied_event_id = await self._log.last_event_id()
         while True:
             events = await self._log.events_after(self.applied_event_id, _BATCH)
             for event in events:

@@ -126,6 +126,31 @@ async def test_revoke_is_idempotent_keeps_the_first_time_and_logs_one_event(
     assert await repository.revoke("game_00000000", T0) is None
 
 
+async def test_the_log_is_read_from_a_point_in_time(repository: SqlApiKeyRepository) -> None:
+    """Where a starting process begins: the first event that occurred at or after a time."""
+    log = SqlEventLogRepository(repository._sessions)
+    # Later than any other test's events: the PostgreSQL database is shared within the module.
+    base = T0 + timedelta(days=400)
+    revoked_at = [base + timedelta(minutes=minute) for minute in (1, 2, 3)]
+    event_ids = []
+    for at in revoked_at:
+        record, _ = make_record()
+        await repository.add(record)
+        revocation = await repository.revoke(record.prefix, at)
+        assert revocation is not None
+        event_ids.append(revocation.event_id)
+
+    async def first_read_from(at: datetime) -> list[int]:
+        return [
+            event.id for event in await log.events_after(await log.last_event_id_before(at), 10)
+        ]
+
+    assert await first_read_from(revoked_at[1]) == event_ids[1:]
+    assert await first_read_from(revoked_at[1] - timedelta(seconds=1)) == event_ids[1:]
+    assert (await first_read_from(base))[-3:] == event_ids
+    assert await log.last_event_id_before(revoked_at[2] + timedelta(seconds=1)) == max(event_ids)
+
+
 def successor_of(record: ApiKeyRecord) -> ApiKeyRecord:
     successor, _ = make_record(name=record.name, scopes=record.scopes, expires_at=record.expires_at)
     return successor

@@ -161,3 +161,34 @@ async def eventually_async(
     while not await condition():
         assert time.monotonic() < deadline, f"timed out waiting until {what}"
         await asyncio.sleep(POLL / 5)
+
+
+async def test_a_process_started_after_the_loss_refuses_the_stale_value(
+    process: Process, fake_server: fakeredis.FakeServer, key_prefix: str
+) -> None:
+    """The tombstone is lost and the revoker is gone before anyone read the stale value: a
+    process started afterwards reads the last cache TTL of the log when it starts, so it
+    refuses the key and writes the tombstone again."""
+    redis = fakeredis.FakeAsyncRedis(server=fake_server)
+    revoker = await process()
+    created = await revoker.create("victim", ["read"])
+    await revoker.authenticate(created.plaintext)
+    before_revoke = await snapshot(redis, key_prefix)
+    await revoker.revoke(created.record.prefix)
+    await revoker.aclose()  # nobody left who applied the revocation
+    for key, (value, pttl) in before_revoke.items():  # the failover loses the tombstone
+        await redis.set(key, value, px=pttl)
+
+    later = await process()
+    for _ in range(3):
+        with pytest.raises(InvalidApiKey):
+            await later.authenticate(created.plaintext)
+
+    value_key = key_prefix + digest(created.plaintext)
+
+    async def shared_value_is_tombstone() -> bool:
+        value = decode_value(await redis.get(value_key))
+        return value is not None and value.active is False
+
+    await eventually_async(shared_value_is_tombstone, "the tombstone was written again")
+    await redis.aclose()
