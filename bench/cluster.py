@@ -37,12 +37,8 @@ WARMUP_SECONDS = 2.0
 
 @contextmanager
 def local_cluster() -> Iterator[RedisClusterProcesses]:
-    cluster = RedisClusterProcesses(primaries=3, replicas_per_primary=0)
-    try:
-        cluster.start()
+    with RedisClusterProcesses(primaries=3, replicas_per_primary=0) as cluster:
         yield cluster
-    finally:
-        cluster.close()
 
 
 def cluster_overrides(cluster: RedisClusterProcesses) -> dict[str, str]:

@@ -24,12 +24,8 @@ USER, PASSWORD = "game-api", "cluster-acl-test-password"
 
 @pytest.fixture(scope="module")
 def acl_cluster() -> Iterator[RedisClusterProcesses]:
-    cluster = RedisClusterProcesses(replicas_per_primary=0, acl_user=(USER, PASSWORD))
-    try:
-        cluster.start()
+    with RedisClusterProcesses(replicas_per_primary=0, acl_user=(USER, PASSWORD)) as cluster:
         yield cluster
-    finally:
-        cluster.close()
 
 
 def cache_on(

@@ -80,12 +80,8 @@ def database(postgres_url: str) -> Iterator[Database]:
 @pytest.fixture
 def cluster() -> Iterator[RedisClusterProcesses]:
     """A fresh cluster per case: each case kills one of its primaries."""
-    processes = RedisClusterProcesses()
-    try:
-        processes.start()
+    with RedisClusterProcesses() as processes:
         yield processes
-    finally:
-        processes.close()
 
 
 # -- looking at the cluster from outside ------------------------------------------------------

@@ -61,12 +61,8 @@ class ClusterHost:
 
 @pytest.fixture
 def doomed_cluster() -> Iterator[RedisClusterProcesses]:
-    cluster = RedisClusterProcesses()
-    try:
-        cluster.start()
+    with RedisClusterProcesses() as cluster:
         yield cluster
-    finally:
-        cluster.close()
 
 
 @pytest.fixture

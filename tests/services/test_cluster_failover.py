@@ -30,12 +30,8 @@ REVOKED = SimpleNamespace(apiKey="game_AbCd1234", active=False)
 
 @pytest.fixture
 def doomed_cluster() -> Iterator[RedisClusterProcesses]:
-    cluster = RedisClusterProcesses()
-    try:
-        cluster.start()
+    with RedisClusterProcesses() as cluster:
         yield cluster
-    finally:
-        cluster.close()
 
 
 @pytest.fixture
@@ -94,12 +90,8 @@ async def test_the_channel_primary_dies_and_the_l1_is_flushed_before_it_is_trust
 
 @pytest.fixture
 def small_cluster() -> Iterator[RedisClusterProcesses]:
-    cluster = RedisClusterProcesses(primaries=3, replicas_per_primary=0)
-    try:
-        cluster.start()
+    with RedisClusterProcesses(primaries=3, replicas_per_primary=0) as cluster:
         yield cluster
-    finally:
-        cluster.close()
 
 
 def _cli(port: int, *args: str) -> str:

@@ -203,6 +203,18 @@ class RedisClusterProcesses:
             process.send_signal(signal.SIGKILL)
             process.wait()
 
+    def __enter__(self) -> RedisClusterProcesses:
+        """Started, or stopped again if it could not start (no node outlives a failed start)."""
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def close(self) -> None:
         for process in self.processes.values():
             if process.poll() is None:
