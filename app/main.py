@@ -17,7 +17,7 @@ from fastapi import APIRouter, FastAPI
 from app.api import audit, bench_routes, health, keys, me
 from app.api.authentication import (
     API_KEY_SCHEME_NAME,
-    AUTHENTICATION_STATE,
+    AUTHENTICATION_ATTRIBUTE,
     KeyHeader,
     RouteAuthentication,
 )
@@ -119,7 +119,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.container = container
-    setattr(app.state, AUTHENTICATION_STATE, RouteAuthentication(KeyHeader.named(header_name)))
+    setattr(app, AUTHENTICATION_ATTRIBUTE, RouteAuthentication(KeyHeader.named(header_name)))
     register_error_handlers(app)
     routers = [health.router, me.router, keys.router, audit.router]
     if with_bench_routes:

@@ -30,8 +30,9 @@ from app.services.apikey_service import ApiKeyService, AuthenticatedKey
 
 API_KEY_SCHEME_NAME = "ApiKeyAuth"
 DEFAULT_HEADER_NAME = "X-API-Key"
-AUTHENTICATION_STATE = "route_authentication"
-"""``app.state`` attribute holding the app's ``RouteAuthentication``."""
+AUTHENTICATION_ATTRIBUTE = "game_api_route_authentication"
+"""The app's attribute holding its ``RouteAuthentication``: on the app object itself rather than
+``app.state``, whose reads go through a Python ``__getattr__`` on every request."""
 CALLER_SCOPE_KEY = "game_api.caller"
 AUTH_OUTCOME_SCOPE_KEY = "game_api.auth_outcome"
 """Why a request was refused (``malformed``, ``unknown``, ...), for metrics and the access log."""
@@ -162,7 +163,7 @@ class AuthenticatedRoute(APIRoute):
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Per request, not cached on the route: FastAPI may share route objects between apps.
         authentication: RouteAuthentication | None = getattr(
-            scope["app"].state, AUTHENTICATION_STATE, None
+            scope["app"], AUTHENTICATION_ATTRIBUTE, None
         )
         if authentication is None:  # an app not built by create_app: the defaults
             authentication = RouteAuthentication(DEFAULT_KEY_HEADER)

@@ -57,6 +57,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    values,
 )
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, ExecutionContext
@@ -66,6 +67,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.core.container import Container
+from app.core.log_setup import process_id
 from app.services.cache_protocol import InvalidationReport
 from app.services.guarded_cache_backend import CircuitBreakingCacheBackend
 from app.services.memory_cache_backend import InMemoryApiKeyCacheBackend
@@ -99,6 +101,14 @@ SHARED_TIER = "shared"
 def multiprocess_dir() -> str | None:
     """The directory the workers share their metric files in, when serving under gunicorn."""
     return os.environ.get(MULTIPROC_ENV_VAR) or None
+
+
+if multiprocess_dir() is not None:
+    # Every write to a metric file first asks whether the process forked since (to start files
+    # of its own), with ``os.getpid``: a system call per ``inc``. prometheus_client takes the
+    # process identifier as a parameter for this; ours is read once per process and refreshed
+    # in a forked child, so it still differs between live processes, as the files require.
+    values.ValueClass = values.MultiProcessValue(process_identifier=process_id)  # type: ignore[no-untyped-call]
 
 
 class Telemetry:

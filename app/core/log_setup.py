@@ -70,8 +70,9 @@ def _refresh_pid() -> None:
 os.register_at_fork(after_in_child=_refresh_pid)
 
 
-def _pid() -> int:
-    """This process's id, read once per process rather than with a system call per line."""
+def process_id() -> int:
+    """This process's id, read once per process (and again in a forked child) rather than
+    with a system call per call: ``os.getpid`` is one on this glibc."""
     return _process_id
 
 
@@ -243,7 +244,7 @@ class AccessLog:
         self._writer.msg(
             self._maker.line(
                 timestamp=self._timestamp(),
-                pid=_pid(),
+                pid=process_id(),
                 request_id=REQUEST_ID.get(),
                 route=route,
                 method=method,
