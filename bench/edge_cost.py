@@ -1,0 +1,247 @@
+"""Per-request cost of uvicorn's HTTP protocol and the app together, in process, layer by layer.
+
+``python -m bench.edge_cost`` feeds raw HTTP/1.1 requests to the protocol a worker serves with
+(``LimitedHttpToolsProtocol`` for our app, uvicorn's stock ``HttpToolsProtocol`` for the bare
+FastAPI app of ``bench.bare_app``) through an in-memory transport, on uvloop, on ``--connections``
+keep-alive connections at once: every pass of the loop reads one request per connection, runs
+their tasks and then what they scheduled (the metrics and access-line flushes), as a worker under
+wrk does. No sockets and no load generator share the CPU, so the figures hold still where
+end-to-end throughput swings by a fifth between rounds, yet they include everything the worker's
+Python does for a request, which ``bench.asgi_cost`` (the app alone, called directly) leaves out.
+
+Subjects, in alternating rounds (minimum and median per request):
+
+- the bare app's ``/healthz`` on the stock protocol: the yardstick;
+- our ``/healthz``, ``/bench/me`` and ``/v1/me`` (memory backend, a cached key) as served;
+- our ``/healthz`` on the stock protocol: the share of the protocol's limits;
+- our ``/healthz`` without ``RequestTelemetryMiddleware``: the share of the request id, the
+  metrics and the access event (with ``--access-log``, access lines are rendered and written to
+  ``/dev/null`` as ``LOG_LEVEL=INFO`` would have them; by default they are off, as in
+  ``make bench``'s throughput part).
+
+Metrics live in memory-mapped files in a temporary directory, as under ``game-api serve``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+# Before prometheus_client is imported (by the app): metric values in per-process files.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="bench-edge-"))
+
+import uvloop
+from dependency_injector import providers
+from fastapi import FastAPI
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from app.api.request_telemetry import RequestTelemetryMiddleware
+from app.core.container import Container, build_container
+from app.core.log_setup import configure_access_log
+from app.core.resources import close_container_resources
+from app.main import create_app
+from app.repositories.memory import InMemoryApiKeyRepository, InMemoryEventLog
+from app.server_worker import ConnectionLimits, protocol_class_for
+from bench.backends import bench_settings
+from bench.bare_app import app as bare_app
+
+
+class Answers:
+    """Counts the response heads written on all connections; ``all_in`` is set at ``expected``."""
+
+    def __init__(self) -> None:
+        self.expected = 0
+        self.count = 0
+        self.all_in = asyncio.Event()
+
+    def expect(self, count: int) -> None:
+        self.expected, self.count = count, 0
+        self.all_in.clear()
+
+    def answered(self) -> None:
+        self.count += 1
+        if self.count == self.expected:
+            self.all_in.set()
+
+
+class MemoryTransport(asyncio.Transport):
+    """A transport that notes each response head in ``answers`` and keeps only the last
+    status line."""
+
+    def __init__(self, answers: Answers) -> None:
+        super().__init__()
+        self.answers = answers
+        self.last_status_line = b""
+        self._closing = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(
+            name, default
+        )
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if data[:5] == b"HTTP/":
+            head = bytes(data)
+            self.last_status_line = head[: head.find(b"\r\n")]
+            self.answers.answered()
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        self._closing = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+Connection = tuple[HttpToolsProtocol, MemoryTransport]
+
+
+def _connections(
+    app: Any,
+    protocol: type[HttpToolsProtocol],
+    count: int,
+    loop: asyncio.AbstractEventLoop,
+    answers: Answers,
+) -> list[Connection]:
+    config = Config(app, http=protocol, lifespan="off", log_config=None, access_log=False)
+    config.load()
+    state = ServerState()
+    connections = []
+    for _ in range(count):
+        served = protocol(config=config, server_state=state, app_state={}, _loop=loop)
+        transport = MemoryTransport(answers)
+        served.connection_made(transport)
+        connections.append((served, transport))
+    return connections
+
+
+async def _serve(
+    connections: list[Connection], request: bytes, passes: int, answers: Answers
+) -> None:
+    """``passes`` times: one request on every connection, then until each has its answer."""
+    for _ in range(passes):
+        answers.expect(len(connections))
+        for served, _ in connections:
+            served.data_received(request)
+        await answers.all_in.wait()
+        await asyncio.sleep(0)  # one more pass: the flushes the answers scheduled
+
+
+def _request(path: str, key: str | None = None) -> bytes:
+    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1:8000", "User-Agent: wrk"]
+    if key is not None:
+        lines.append(f"X-API-Key: {key}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _without_request_telemetry(app: FastAPI) -> FastAPI:
+    app.user_middleware = [
+        middleware
+        for middleware in app.user_middleware
+        if middleware.cls is not RequestTelemetryMiddleware  # type: ignore[comparison-overlap]
+    ]
+    return app
+
+
+def measure(rounds: int, requests: int, connections: int, access_log: bool) -> dict[str, Any]:
+    configure_access_log(
+        open(os.devnull, "w"),  # noqa: SIM115
+        "INFO" if access_log else "WARNING",
+        "json",
+    )
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    settings = bench_settings("memory", "redis://127.0.0.1:1/0", "bench:edge:", BENCH_ROUTES=True)
+    container: Container = build_container(settings)
+    repository = InMemoryApiKeyRepository()
+    container.apikey_repository.override(providers.Object(repository))
+    container.event_log.override(providers.Object(InMemoryEventLog(repository)))
+    service = container.apikey_service()
+    key = loop.run_until_complete(service.create("edge", ["read"])).plaintext
+    loop.run_until_complete(service.start())  # the lease under which local hits are trusted
+    ours = create_app(container=container)
+    bare_telemetry = _without_request_telemetry(create_app(container=container))
+    limited = protocol_class_for(ConnectionLimits.from_settings(settings))
+    healthz = _request("/healthz")
+    answers = Answers()
+
+    def served(app: Any, protocol: type[HttpToolsProtocol]) -> list[Connection]:
+        return _connections(app, protocol, connections, loop, answers)
+
+    subjects: dict[str, tuple[list[Connection], bytes]] = {
+        "bare app /healthz": (served(bare_app, HttpToolsProtocol), healthz),
+        "/healthz": (served(ours, limited), healthz),
+        "/healthz, stock protocol": (served(ours, HttpToolsProtocol), healthz),
+        "/healthz, no request telemetry": (served(bare_telemetry, limited), healthz),
+        "/bench/me": (served(ours, limited), _request("/bench/me")),
+        "/v1/me": (served(ours, limited), _request("/v1/me", key)),
+    }
+    passes = max(1, requests // connections)
+    costs: dict[str, list[float]] = {name: [] for name in subjects}
+    for round_number in range(rounds + 1):
+        for name, (subject, request) in subjects.items():
+            start = time.perf_counter_ns()
+            loop.run_until_complete(_serve(subject, request, passes, answers))
+            if round_number:  # the first round warms up
+                costs[name].append((time.perf_counter_ns() - start) / (passes * connections))
+    for name, (subject, _) in subjects.items():
+        for _, transport in subject:
+            if transport.last_status_line != b"HTTP/1.1 200 OK":
+                raise RuntimeError(f"{name} answered {transport.last_status_line!r}")
+    hits = service.metrics.local_hits
+    container.unwire()
+    loop.run_until_complete(close_container_resources(container))
+    return {
+        "min": {name: min(values) for name, values in costs.items()},
+        "median": {name: statistics.median(values) for name, values in costs.items()},
+        "local_hits": hits,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.edge_cost", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--requests", type=int, default=1_200, help="per subject and round")
+    parser.add_argument("--connections", type=int, default=12)
+    parser.add_argument("--access-log", action="store_true", help="write access lines")
+    args = parser.parse_args(argv)
+    measured = measure(args.rounds, args.requests, args.connections, args.access_log)
+    lows, medians = measured["min"], measured["median"]
+    bare = lows["bare app /healthz"]
+    print(
+        f"{args.rounds} rounds of {args.requests} requests on {args.connections} connections; "
+        "per request: minimum and median over rounds, minimum against the bare app's"
+    )
+    for name in lows:
+        print(
+            f"  {name:32s} {lows[name] / 1000:7.2f} µs  {medians[name] / 1000:7.2f} µs  "
+            f"x{lows[name] / bare:.3f}"
+        )
+    print(
+        f"  /v1/me costs {lows['/v1/me'] - lows['/bench/me']:+.0f} ns over the ceiling route "
+        f"({measured['local_hits']} local hits)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
