@@ -14,6 +14,7 @@ the same event dict (``tests/core/test_access_lines.py`` compares them on genera
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Literal
 
@@ -22,6 +23,9 @@ import structlog
 # A string value containing any of these is written as its ``repr`` (ConsoleRenderer's rule).
 _CONSOLE_QUOTED = frozenset(" \t=\r\n\"'")
 _MAX_REMEMBERED_TEXTS = 4_096
+# Written as they are in both formats (inside quotes in JSON): what request ids and timestamps
+# are made of. Such values differ on every line, so remembering their text would only churn.
+_PLAIN = re.compile(r"[A-Za-z0-9._:+-]+")
 
 
 def _console_text(value: str) -> str:
@@ -34,11 +38,20 @@ def _json_number(value: float) -> str:
 
 
 class _TextMemo:
-    """The rendered text of string values seen before (routes, methods, outcomes, prefixes)."""
+    """The rendered text of string values seen before (routes, methods, outcomes, prefixes);
+    ``unique`` renders a value that differs on every line (a request id, a timestamp)."""
 
-    def __init__(self, render: Callable[[str], str]) -> None:
+    def __init__(self, render: Callable[[str], str], plain_form: str) -> None:
         self._render = render
+        self._plain_form = plain_form
         self._texts: dict[str, str] = {}
+
+    def unique(self, value: str | None, none_text: str) -> str:
+        if value is None:
+            return none_text
+        if _PLAIN.fullmatch(value):
+            return self._plain_form.format(value)
+        return self._render(value)
 
     def __call__(self, value: str | None, none_text: str) -> str:
         if value is None:
@@ -61,9 +74,9 @@ class AccessLineMaker:
         self._json = log_format == "json"
         self._event, self._level, self._logger_name = event, level, logger_name
         if self._json:
-            self._text = _TextMemo(json.dumps)
+            self._text = _TextMemo(json.dumps, '"{}"')
         else:
-            self._text = _TextMemo(_console_text)
+            self._text = _TextMemo(_console_text, "{}")
             reference = structlog.dev.ConsoleRenderer(colors=False, pad_event_to=0)
             marker = "\x00"
             head = str(
@@ -97,16 +110,18 @@ class AccessLineMaker:
         """The line for one request; ``request_id=None`` leaves the key out, as the chain does."""
         text = self._text
         if self._json:
-            request = "" if request_id is None else f'"request_id": {text(request_id, "null")}, '
+            request = (
+                "" if request_id is None else f'"request_id": {text.unique(request_id, "null")}, '
+            )
             return (
                 f"{self._json_head}{text(route, 'null')}, "
                 f'"method": {text(method, "null")}, "status": {status!r}, '
                 f'"duration_ms": {_json_number(duration_ms)}, '
                 f'"key_prefix": {text(key_prefix, "null")}, "auth": {text(auth, "null")}, '
-                f"{request}{self._json_tail}{text(timestamp, 'null')}, "
+                f"{request}{self._json_tail}{text.unique(timestamp, 'null')}, "
                 f'"pid": {pid!r}}}'
             )
-        request = "" if request_id is None else f" request_id={text(request_id, 'None')}"
+        request = "" if request_id is None else f" request_id={text.unique(request_id, 'None')}"
         return (
             f"{timestamp}{self._after_timestamp} auth={text(auth, 'None')} "
             f"duration_ms={duration_ms!r} key_prefix={text(key_prefix, 'None')} "
