@@ -56,6 +56,8 @@ def _lifespan(container: Container) -> Callable[[FastAPI], Any]:
             yield
         finally:
             flush_access_log()
+            if telemetry is not None:
+                telemetry.flush()  # what the last interval counted
             await close_container_resources(container)
 
     return lifespan

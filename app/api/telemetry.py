@@ -20,16 +20,19 @@ the ints at scrape time would be cheaper still, but in multiprocess mode a custo
 sees the worker that happens to answer the scrape, so the counts would not be summed across
 workers and a dead worker's would be lost.
 
-**Written once per event-loop pass.** In multiprocess mode every ``inc`` is a locked write to a
-memory-mapped file; five per request (request counter, duration sum and bucket, outcome, cache
-sync) cost a cached ``GET /v1/me`` a tenth of its throughput. So the request middleware only
-notes each answered request (one ``append``, when its response starts), and ``Telemetry.flush``
-writes what the pass noted when the loop next gets round (``call_soon``): each counter once,
-each histogram bucket once, then the cache sync. The counts reach the shared files microseconds
-after the answer leaves (at the latest when the loop's next pass begins); a scrape answered by the
-same worker flushes first, so it always includes every request that worker has answered. A
-batch's durations reach the histogram's sum as one addition, which may differ in the last bits
-from adding them one by one.
+**Written at most every ``FLUSH_INTERVAL_SECONDS``.** In multiprocess mode every ``inc`` is a
+locked write to a memory-mapped file; five per request (request counter, duration sum and bucket,
+outcome, cache sync) cost a cached ``GET /v1/me`` a tenth of its throughput, and even one flush
+per event-loop pass (a handful of requests) cost a trivial request about 2 µs. So the request
+middleware only notes each answered request (one ``append``, when its response starts), and
+``Telemetry.flush`` writes what was noted ``FLUSH_INTERVAL_SECONDS`` after the first note:
+each counter once, each histogram bucket once, then the cache sync. A scrape flushes its own
+worker first and then waits ``SCRAPE_WAIT_SECONDS`` (longer than the interval) before summing
+the files, so every request answered before the scrape arrived is in it, on whichever worker
+it was answered — as long as that worker's loop is not blocked for longer than the difference.
+A worker killed outright loses at most its last interval's counts; one that stops cleanly
+flushes on the way out. A batch's durations reach the histogram's sum as one addition, which
+may differ in the last bits from adding them one by one.
 
 Labels are low-cardinality by construction: the route *template* (``/v1/keys/{prefix}/revoke``,
 ``unmatched`` when nothing matched), the method, the status, a fixed set of outcomes and tiers.
@@ -97,6 +100,13 @@ CALL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
 PROCESS_TIER = "process"
 SHARED_TIER = "shared"
 
+FLUSH_INTERVAL_SECONDS = 0.025
+"""How long noted requests wait before they are written to the metric files."""
+SCRAPE_WAIT_SECONDS = 2 * FLUSH_INTERVAL_SECONDS
+"""How long a scrape waits, after its own worker's flush, for every other worker's."""
+_MAX_PENDING = 4_096
+"""Noted requests written at once, whatever the interval: a bound on the list."""
+
 
 def multiprocess_dir() -> str | None:
     """The directory the workers share their metric files in, when serving under gunicorn."""
@@ -118,7 +128,8 @@ class Telemetry:
     worker's copy of the log is behind (the gauge reports the largest lag of the live workers).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, flush_interval: float = FLUSH_INTERVAL_SECONDS) -> None:
+        self._flush_interval = flush_interval
         self.registry = CollectorRegistry()
         registry = self.registry
         self.requests = Counter(
@@ -222,8 +233,10 @@ class Telemetry:
             for result in ("hit", "miss"):
                 self.cache_lookups.labels(tier, result)
         self.cache_sync: CacheCounterSync | None = None
-        # What this event-loop pass counted, written by ``flush`` when the loop next gets round.
-        self._pending: list[tuple[str, Any, float]] = []
+        # What was counted since the last flush: requests, and authentication outcomes.
+        self._pending_requests: list[tuple[str, str, int, float]] = []
+        self._pending_outcomes: list[str] = []
+        self._flush_timer: asyncio.TimerHandle | None = None
 
     def set_revocation_log_lag(self, seconds: float) -> None:
         """How far behind this worker's copy of the revocation log is, in seconds."""
@@ -232,38 +245,52 @@ class Telemetry:
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request (called once per request, at its response start).
 
-        Noted in a list and written to the metric files once per event-loop pass (see the
-        module docstring): one ``append`` on the request's path instead of five locked writes.
+        Noted in a list and written to the metric files at the next flush (see the module
+        docstring): one ``append`` on the request's path instead of five locked writes.
         """
-        self._note(("request", (route, method, status), seconds))
+        pending = self._pending_requests
+        pending.append((route, method, status, seconds))
+        if self._flush_timer is None:
+            self._schedule_flush()
+        elif len(pending) >= _MAX_PENDING:
+            self.flush()
 
     def count_auth(self, outcome: str) -> None:
-        self._note(("auth", outcome, 0.0))
+        self._pending_outcomes.append(outcome)
+        if self._flush_timer is None:
+            self._schedule_flush()
 
-    def _note(self, item: tuple[str, Any, float]) -> None:
-        pending = self._pending
-        pending.append(item)
-        if len(pending) == 1:
-            try:
-                asyncio.get_running_loop().call_soon(self.flush)
-            except RuntimeError:  # no loop (a tool, a test): write at once
-                self.flush()
+    def _schedule_flush(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a tool, a test): write at once
+            self.flush()
+            return
+        self._flush_timer = loop.call_later(self._flush_interval, self.flush)
 
     def flush(self) -> None:
-        """Write what this pass counted: each counter once, each histogram bucket once."""
-        pending, self._pending = self._pending, []
-        requests: dict[tuple[str, str, int], list[float]] = {}
-        outcomes: dict[str, int] = {}
-        for kind, key, seconds in pending:
-            if kind == "request":
-                requests.setdefault(key, []).append(seconds)
+        """Write what was counted since the last flush: each counter and bucket once."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        requests, self._pending_requests = self._pending_requests, []
+        outcomes, self._pending_outcomes = self._pending_outcomes, []
+        durations_by_key: dict[tuple[str, str, int], list[float]] = {}
+        for route, method, status, seconds in requests:
+            key = (route, method, status)
+            durations = durations_by_key.get(key)
+            if durations is None:
+                durations_by_key[key] = [seconds]
             else:
-                outcomes[key] = outcomes.get(key, 0) + 1
-        for key, durations in requests.items():
+                durations.append(seconds)
+        for key, durations in durations_by_key.items():
             counter, histogram = self._request_children_of(key)
             counter.inc(len(durations))
             observe_many(histogram, durations)
-        for outcome, count in outcomes.items():
+        counts: dict[str, int] = {}
+        for outcome in outcomes:
+            counts[outcome] = counts.get(outcome, 0) + 1
+        for outcome, count in counts.items():
             counter = self.auth_outcome.get(outcome) or self.auth_outcome["unavailable"]
             counter.inc(count)
         sync = self.cache_sync
@@ -457,6 +484,9 @@ def metrics_endpoint(telemetry: Telemetry) -> Callable[[Request], Awaitable[Resp
 
     async def metrics(_request: Request) -> Response:
         telemetry.flush()
+        if multiprocess_dir() is not None:
+            # The other workers' counts reach the files within their flush interval.
+            await asyncio.sleep(SCRAPE_WAIT_SECONDS)
         body = await run_in_threadpool(telemetry.scrape)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 

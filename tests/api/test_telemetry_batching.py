@@ -1,4 +1,5 @@
-"""Request metrics are written once per loop pass, and a batch writes what one-by-one would."""
+"""Request metrics are written once per flush interval, and a batch writes what one-by-one
+would."""
 
 from __future__ import annotations
 
@@ -60,18 +61,49 @@ def _requests_counted(telemetry: Telemetry) -> float:
     return value or 0.0
 
 
-async def test_a_pass_is_written_when_the_loop_next_gets_round() -> None:
-    telemetry = Telemetry()
+class _ObservedFlushes(Telemetry):
+    """A ``Telemetry`` that says when it flushed, so a test waits for the flush itself."""
+
+    def __init__(self, flush_interval: float) -> None:
+        super().__init__(flush_interval=flush_interval)
+        self.flushed = asyncio.Event()
+        self.flushed_at: list[float] = []
+
+    def flush(self) -> None:
+        super().flush()
+        self.flushed_at.append(asyncio.get_running_loop().time())
+        self.flushed.set()
+
+
+async def test_noted_requests_are_written_together_once_the_interval_has_passed() -> None:
+    interval = 0.02
+    telemetry = _ObservedFlushes(flush_interval=interval)
+    noted_at = asyncio.get_running_loop().time()
 
     for _ in range(3):
         telemetry.observe_request("/v1/me", "GET", 200, 0.001)
         telemetry.count_auth("valid")
     noted_only = _requests_counted(telemetry)
-    await asyncio.sleep(0)  # one pass of the loop: the flush scheduled with call_soon runs
+    await telemetry.flushed.wait()
 
     assert noted_only == 0
+    assert len(telemetry.flushed_at) == 1  # one flush for the three requests
+    assert telemetry.flushed_at[0] - noted_at >= interval * 0.9  # the loop clock's resolution
     assert _requests_counted(telemetry) == 3
     assert telemetry.registry.get_sample_value("game_api_auth_total", {"outcome": "valid"}) == 3
+
+
+async def test_a_request_noted_after_an_early_flush_is_still_written_by_a_timer() -> None:
+    telemetry = _ObservedFlushes(flush_interval=0.02)
+
+    telemetry.observe_request("/v1/me", "GET", 200, 0.001)
+    telemetry.flush()  # before its timer, as a scrape or a stopping worker does
+    assert _requests_counted(telemetry) == 1
+    telemetry.flushed.clear()
+    telemetry.observe_request("/v1/me", "GET", 200, 0.001)
+    await asyncio.wait_for(telemetry.flushed.wait(), timeout=5.0)
+
+    assert _requests_counted(telemetry) == 2
 
 
 def test_without_a_loop_counts_are_written_at_once() -> None:

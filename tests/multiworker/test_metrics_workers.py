@@ -114,3 +114,34 @@ def test_counts_are_summed_over_workers_and_survive_a_killed_worker(server: Live
 
     send_mix(server, key, valid=12, unknown=4, malformed=3)
     check(scrape(server), valid=42, unknown=13, malformed=9)
+
+
+def test_a_scrape_answered_by_another_worker_counts_the_request_just_answered(
+    server: LiveServer,
+) -> None:
+    """Workers write their counts once per flush interval; a scrape waits for that, so a
+    request answered a moment before by any worker is in it."""
+    server.start()
+    answered = 0
+    scraped_elsewhere = 0
+    for _ in range(300):
+        refused = server.get("/v1/me", api_key="game_nonsense")
+        assert refused.status_code == 401
+        answered += 1
+        response = server.get("/metrics")
+        assert response.status_code == 200
+        if worker_of(response) == worker_of(refused):
+            continue  # the scraping worker flushes its own counts first anyway
+        scraped_elsewhere += 1
+        samples = {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(response.text)
+            for sample in family.samples
+        }
+        assert (
+            value(samples, "game_api_requests_total", route="/v1/me", method="GET", status="401")
+            == answered
+        )
+        if scraped_elsewhere == 10:
+            break
+    assert scraped_elsewhere == 10, "the kernel never spread the two requests over two workers"
