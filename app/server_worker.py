@@ -82,7 +82,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # the next header block is complete: the phase the header limits and deadline cover.
         self._awaiting_headers = True
         self._header_bytes = 0
-        self._request_begun = False
         self._too_many_headers = False
 
     # -- connection ---------------------------------------------------------------------------
@@ -102,10 +101,25 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self.transport.is_closing():
             return
+        if not self._awaiting_headers:
+            super().data_received(data)
+            return
+        if self._header_phase_began is None:
+            self._begin_header_phase()  # the first bytes of a request after keep-alive
+        header_bytes = self._header_bytes + len(data)
+        if header_bytes <= self.limits.max_header_bytes:
+            # The usual read: all of it fits in what the header block may still take.
+            self._header_bytes = header_bytes
+            super().data_received(data)
+            return
+        self._feed_in_slices(data)
+
+    def _feed_in_slices(self, data: bytes) -> None:
+        """Feed ``data`` in slices that never take the header block past its limit."""
         max_header_bytes = self.limits.max_header_bytes
         while data and self._awaiting_headers:
             if self._header_phase_began is None:
-                self._begin_header_phase()  # the first bytes of a request after keep-alive
+                self._begin_header_phase()
             room = max_header_bytes - self._header_bytes
             if room <= 0:
                 self._answer_and_close(431, f"request headers larger than {max_header_bytes} bytes")
@@ -123,10 +137,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     # -- parser callbacks ---------------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._request_begun = True
-
     def on_headers_complete(self) -> None:
         # Counted once the block is in rather than header by header (a Python call more per
         # header on every request): the block is already bounded by ``max_header_bytes``.
@@ -141,7 +151,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self._awaiting_headers = True
         self._header_bytes = 0
-        self._request_begun = False
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn answers every parser error with 400; a header past the count gets 431."""
@@ -178,7 +187,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._header_deadline = self.loop.call_at(deadline, self._header_deadline_passed)
             return
         self._header_phase_began = None
-        if self._request_begun:
+        if self._header_bytes:  # part of a request's header block arrived
             self._answer_and_close(408, "request headers not received in time")
         else:
             self.transport.close()  # nothing was asked: nothing to answer
