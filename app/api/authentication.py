@@ -167,10 +167,9 @@ class AuthenticatedRoute(APIRoute):
         )
         if authentication is None:  # an app not built by create_app: the defaults
             authentication = RouteAuthentication(DEFAULT_KEY_HEADER)
-        header = authentication.header
         try:
-            key = presented_key(scope["headers"], header)
-            service = authentication.resolved_service()
+            key = presented_key(scope["headers"], authentication.header)
+            service = authentication.service or authentication.resolved_service()
             caller = service.admit_from_memory(key) or await service.authenticate(key)
         except GameApiError as exc:
             scope[AUTH_OUTCOME_SCOPE_KEY] = refusal_outcome(exc)
@@ -179,4 +178,4 @@ class AuthenticatedRoute(APIRoute):
             scope[AUTH_OUTCOME_SCOPE_KEY] = "missing_scope"
             raise MissingScope(self.required_scope)
         scope[CALLER_SCOPE_KEY] = caller
-        await super().handle(scope, receive, send)
+        await APIRoute.handle(self, scope, receive, send)
