@@ -18,17 +18,14 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from redis.crc import key_slot
 
-from tests.support.databases import temporary_postgres_database
-from tests.support.live_server import WORKER_ID_HEADER, LiveServer
+from tests.support.cluster_host import ClusterHost, create_key, tiered_cluster_host
+from tests.support.live_server import WORKER_ID_HEADER
 from tests.support.multihost import (
-    LEASE_SECONDS,
-    POLL_MS,
     LoadGenerator,
     admitted_after,
     outcome_counts,
@@ -48,17 +45,6 @@ RECOVERY_SECONDS = 30.0
 FAILURE_WINDOW_BOUND_SECONDS = 10.0
 
 
-@dataclass
-class ClusterHost:
-    name: str
-    server: LiveServer
-    admin_key: str
-
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-
 @pytest.fixture
 def doomed_cluster() -> Iterator[RedisClusterProcesses]:
     with RedisClusterProcesses() as cluster:
@@ -69,36 +55,10 @@ def doomed_cluster() -> Iterator[RedisClusterProcesses]:
 def host(
     postgres_url: str, doomed_cluster: RedisClusterProcesses, key_prefix: str
 ) -> Iterator[ClusterHost]:
-    with temporary_postgres_database(postgres_url) as database_url:
-        server = LiveServer(
-            {
-                "APIKEY_CACHE_BACKEND": "tiered",
-                "REDIS_TOPOLOGY": "cluster",
-                "REDIS_CLUSTER_NODES": doomed_cluster.seeds,
-                "DATABASE_URL": database_url,
-                "APIKEY_CACHE_REDIS_KEY_PREFIX": key_prefix,
-                "APIKEY_CACHE_TTL_SECONDS": "60",
-                "APIKEY_CACHE_L1_TTL_SECONDS": "60",
-                "APIKEY_LEASE_SECONDS": str(LEASE_SECONDS),
-                "APIKEY_REVOCATION_POLL_MS": str(POLL_MS),
-            },
-            workers=WORKERS,
-        )
-        try:
-            admin_key = server.create_admin_key()
-            server.start()
-            yield ClusterHost("cluster", server, admin_key)
-        finally:
-            server.close()
-
-
-def create_key(host: ClusterHost, name: str) -> dict[str, str]:
-    response = host.server.post(
-        "/v1/keys", api_key=host.admin_key, json_body={"name": name, "scopes": ["read"]}
-    )
-    assert response.status_code == 201, response.text
-    created: dict[str, str] = response.json()
-    return created
+    with tiered_cluster_host(
+        postgres_url, doomed_cluster, key_prefix, workers=WORKERS, cache_ttl_seconds=60
+    ) as host:
+        yield host
 
 
 def channel_primary(cluster: RedisClusterProcesses, key_prefix: str) -> int:

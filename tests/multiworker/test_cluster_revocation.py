@@ -12,15 +12,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
-from tests.support.databases import temporary_postgres_database
-from tests.support.live_server import LiveServer
+from tests.support.cluster_host import ClusterHost, create_key, tiered_cluster_host
 from tests.support.multihost import (
-    LEASE_SECONDS,
-    POLL_MS,
     LoadGenerator,
     admitted_after,
     outcome_counts,
@@ -37,54 +33,18 @@ PROBE_SECONDS = 2.5
 CACHE_TTL_SECONDS = 60  # far past the probing: an admit would be a missed invalidation
 
 
-@dataclass
-class ClusterHost:
-    """What the multihost load and revoke helpers use of a host: one server, no proxies (a
-    cluster client follows the node addresses the cluster announces)."""
-
-    name: str
-    server: LiveServer
-    admin_key: str
-
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-
 @pytest.fixture
 def host(
     postgres_url: str, redis_cluster: RedisClusterProcesses, key_prefix: str
 ) -> Iterator[ClusterHost]:
-    with temporary_postgres_database(postgres_url) as database_url:
-        server = LiveServer(
-            {
-                "APIKEY_CACHE_BACKEND": "tiered",
-                "REDIS_TOPOLOGY": "cluster",
-                "REDIS_CLUSTER_NODES": redis_cluster.seeds,
-                "DATABASE_URL": database_url,
-                "APIKEY_CACHE_REDIS_KEY_PREFIX": key_prefix,
-                "APIKEY_CACHE_TTL_SECONDS": str(CACHE_TTL_SECONDS),
-                "APIKEY_CACHE_L1_TTL_SECONDS": str(CACHE_TTL_SECONDS),
-                "APIKEY_LEASE_SECONDS": str(LEASE_SECONDS),
-                "APIKEY_REVOCATION_POLL_MS": str(POLL_MS),
-            },
-            workers=WORKERS,
-        )
-        try:
-            admin_key = server.create_admin_key()
-            server.start()
-            yield ClusterHost("cluster", server, admin_key)
-        finally:
-            server.close()
-
-
-def create_key(host: ClusterHost, name: str) -> dict[str, str]:
-    response = host.server.post(
-        "/v1/keys", api_key=host.admin_key, json_body={"name": name, "scopes": ["read"]}
-    )
-    assert response.status_code == 201, response.text
-    created: dict[str, str] = response.json()
-    return created
+    with tiered_cluster_host(
+        postgres_url,
+        redis_cluster,
+        key_prefix,
+        workers=WORKERS,
+        cache_ttl_seconds=CACHE_TTL_SECONDS,
+    ) as host:
+        yield host
 
 
 def test_no_request_is_admitted_after_revoke_returns_on_a_cluster(host: ClusterHost) -> None:
