@@ -335,36 +335,40 @@ class ApiKeyService:
         if cache_key in self._negative:
             self.metrics.negative_hits += 1
             raise InvalidApiKey("unknown")
+        # Then the cache and the repository, with at most one failed cache call (see
+        # cache_budget). Written out here rather than in a coroutine of its own: a shared hit
+        # (redis) comes this way on every request.
         budget = open_budget()
         try:
-            return await self._authenticate_well_formed(prefix, cache_key)
+            follower = self._follower
+            if follower is not None and follower.lease_until <= _monotonic():
+                # Not (or no longer) following the log: start, and give the first poll a moment.
+                await follower.wait_first_poll(_FIRST_POLL_WAIT_SECONDS)
+            read_pair = self._read_pair
+            if read_pair is not None:  # ``_read_cache`` for a pair, a coroutine level less
+                pair = await read_pair(cache_key)
+                cached, record = self._checked_pair(prefix, cache_key, *pair)
+            else:
+                cached, record = await self._read_cache(prefix, cache_key, load_by_prefix=True)
+            if cached is not None and cached.apiKey == prefix:
+                if not cached.active:
+                    # A tombstone (or a revocation this process applied) wins over any record.
+                    self.metrics.shared_hits += 1
+                    raise InvalidApiKey("revoked")
+                if record is not None:
+                    self.metrics.shared_hits += 1
+                    return self._admit(record)
+            self.metrics.cache_misses += 1
+            lookup = await self._digest_lookups.run(
+                cache_key, lambda: self._load_by_digest(cache_key, prefix)
+            )
+            if lookup.record is None:
+                raise InvalidApiKey("unknown")
+            if not lookup.active:
+                raise InvalidApiKey("revoked")
+            return self._admit(lookup.record)
         finally:
             close_budget(budget)
-
-    async def _authenticate_well_formed(self, prefix: str, cache_key: str) -> AuthenticatedKey:
-        """The cache, then the repository; at most one failed cache call (see cache_budget)."""
-        follower = self._follower
-        if follower is not None and follower.lease_until <= _monotonic():
-            # Not (or no longer) following the log: start, and give the first poll a moment.
-            await follower.wait_first_poll(_FIRST_POLL_WAIT_SECONDS)
-        cached, record = await self._read_cache(prefix, cache_key, load_by_prefix=True)
-        if cached is not None and cached.apiKey == prefix:
-            if not cached.active:
-                # A tombstone (or a revocation this process applied) wins over any record.
-                self.metrics.shared_hits += 1
-                raise InvalidApiKey("revoked")
-            if record is not None:
-                self.metrics.shared_hits += 1
-                return self._admit(record)
-        self.metrics.cache_misses += 1
-        lookup = await self._digest_lookups.run(
-            cache_key, lambda: self._load_by_digest(cache_key, prefix)
-        )
-        if lookup.record is None:
-            raise InvalidApiKey("unknown")
-        if not lookup.active:
-            raise InvalidApiKey("revoked")
-        return self._admit(lookup.record)
 
     async def _read_cache(
         self, prefix: str, cache_key: str, *, load_by_prefix: bool
@@ -378,11 +382,7 @@ class ApiKeyService:
         repository read by prefix. ``(value, None)`` means: not an answer, ask the database.
         """
         if self._read_pair is not None:
-            cached, signed = await self._read_pair(cache_key)
-            cached = self._unless_revoked_here(cache_key, cached)
-            if cached is None or signed is None or signed.prefix != prefix or not cached.active:
-                return cached, None
-            return cached, signed
+            return self._checked_pair(prefix, cache_key, *(await self._read_pair(cache_key)))
         cached = self._unless_revoked_here(cache_key, await self._cached(cache_key))
         if cached is None or cached.apiKey != prefix or not cached.active:
             return cached, None
@@ -398,6 +398,19 @@ class ApiKeyService:
         if load_by_prefix:
             record = await self._prefix_lookups.run(prefix, lambda: self._load_by_prefix(prefix))
         return cached, record if record is not None and _bound(record, cache_key) else None
+
+    def _checked_pair(
+        self,
+        prefix: str,
+        cache_key: str,
+        cached: SimpleNamespace | None,
+        signed: ApiKeyRecord | None,
+    ) -> tuple[SimpleNamespace | None, ApiKeyRecord | None]:
+        """A value and signed record read together, as ``_read_cache`` answers for them."""
+        cached = self._unless_revoked_here(cache_key, cached)
+        if cached is None or signed is None or signed.prefix != prefix or not cached.active:
+            return cached, None
+        return cached, signed
 
     def _unless_revoked_here(
         self, cache_key: str, cached: SimpleNamespace | None
@@ -430,7 +443,9 @@ class ApiKeyService:
         if record.expires_at is not None and self._clock() >= record.expires_at:
             raise InvalidApiKey("expired")
         known = self._known_key(record.prefix)
-        if known is not None and known.record == record:
+        # Mostly the very object remembered (the signed-record memo hands it back): ``is``
+        # first spares the field-by-field comparison.
+        if known is not None and (known.record is record or known.record == record):
             return known.identity
         return self._remember(record).identity
 

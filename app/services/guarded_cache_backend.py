@@ -87,30 +87,46 @@ class CircuitBreakingCacheBackend:
             self._breaker.abandon()
             raise
         except Exception as exc:
-            self._metrics.cache_errors += 1
-            if self._breaker.record_failure():
-                self._metrics.breaker_opened += 1
-                logger.warning(
-                    "API-key cache failing (%s): circuit open for %.1fs, using the database",
-                    type(exc).__name__,
-                    self._breaker.reset_after_seconds,
-                )
+            self._failed(exc)
             raise
-        if self._breaker.record_success():
-            logger.info("API-key cache reachable again: circuit closed")
+        self._succeeded()
         return result
 
+    def _failed(self, exc: Exception) -> None:
+        self._metrics.cache_errors += 1
+        if self._breaker.record_failure():
+            self._metrics.breaker_opened += 1
+            logger.warning(
+                "API-key cache failing (%s): circuit open for %.1fs, using the database",
+                type(exc).__name__,
+                self._breaker.reset_after_seconds,
+            )
+
+    def _succeeded(self) -> None:
+        if self._breaker.record_success():
+            logger.info("API-key cache reachable again: circuit closed")
+
     async def attempt(self, operation: Callable[[], Awaitable[T]], fallback: T) -> T:
-        """Run a read or fill: ``fallback`` on failure, timeout or open circuit."""
+        """Run a read or fill: ``fallback`` on failure, timeout or open circuit.
+
+        ``_call`` written out rather than awaited: this runs on every shared-cache hit, and
+        a coroutine level less is measurable there.
+        """
         if budget_spent() or not self._breaker.allow():
             # This request already waited for one failed call, or the circuit is open.
             self._metrics.cache_bypassed += 1
             return fallback
         try:
-            return await self._call(operation)
-        except Exception:
+            result = await self._deadlines.run(operation)
+        except asyncio.CancelledError:
+            self._breaker.abandon()  # the caller went away: no verdict on the cache
+            raise
+        except Exception as exc:
+            self._failed(exc)
             spend_budget()
             return fallback
+        self._succeeded()
+        return result
 
     async def require(self, operation: Callable[[], Awaitable[T]], *, bounded: bool = True) -> T:
         """Run a call that must not be skipped; a failure raises ``CacheUnavailable``."""

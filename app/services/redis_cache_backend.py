@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from types import SimpleNamespace
 from typing import Any
 
@@ -49,8 +50,19 @@ def is_wrong_type(reply: object) -> bool:
     return isinstance(reply, ResponseError) and str(reply).startswith("WRONGTYPE")
 
 
+# What ``encode_value`` writes for a key's public prefix, which JSON writes without escapes: read
+# by one match instead of the JSON parser and the shape checks, since a shared hit reads one.
+_CANONICAL_VALUE = re.compile(rb'\{"apiKey":"([0-9A-Za-z_]{1,64})","active":(true|false)\}')
+
+
 def decode_value(raw: Any) -> SimpleNamespace | None:
     """Decode our JSON; anything else (foreign, corrupt, oversized) gives ``None``."""
+    if isinstance(raw, bytes):
+        canonical = _CANONICAL_VALUE.fullmatch(raw)
+        if canonical is not None:
+            return SimpleNamespace(
+                apiKey=canonical[1].decode("ascii"), active=canonical[2] == b"true"
+            )
     if not isinstance(raw, bytes | str) or len(raw) > _MAX_VALUE_BYTES:
         return None
     try:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import string
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from app.services.apikey_cache_backend import RedisApiKeyCacheBackend
-from app.services.redis_cache_backend import escape_glob
+from app.services.redis_cache_backend import decode_value, encode_value, escape_glob
 
 
 @pytest.fixture(params=["fakeredis", "redis"])
@@ -154,3 +157,39 @@ async def test_clear_uses_bounded_scan_and_never_keys_or_flushdb(
 def test_empty_prefix_is_refused(fake_redis: Redis) -> None:
     with pytest.raises(ValueError, match="key_prefix"):
         RedisApiKeyCacheBackend(fake_redis, key_prefix="")
+
+
+def _decoded_by_json(raw: bytes) -> tuple[str, bool] | None:
+    """What the JSON path of ``decode_value`` makes of ``raw``, as a comparable pair."""
+    value = decode_value(raw.decode("latin-1"))  # a ``str`` never takes the quick reading
+    return None if value is None else (value.apiKey, value.active)
+
+
+@given(
+    prefix=st.text(alphabet=string.ascii_letters + string.digits + "_", min_size=1, max_size=80),
+    active=st.booleans(),
+)
+def test_the_quick_reading_of_a_value_agrees_with_the_json_parser(
+    prefix: str, active: bool
+) -> None:
+    raw = encode_value(SimpleNamespace(apiKey=prefix, active=active))
+    value = decode_value(raw)
+    assert value is not None
+    assert (value.apiKey, value.active) == (prefix, active) == _decoded_by_json(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"apiKey":"game_ABCDEFGH","active":true,"scopes":["admin"]}',
+        b'{"apiKey":"game_ABCDEFGH","active":1}',
+        b'{"apiKey":"game_ABCDEFGH","active":true} ',
+        b'{"apiKey":"game_ABCDEFGH","active":tru}',
+        b'{"apiKey":"game\\u0041BCDEFGH","active":true}',
+        b'{"active":true,"apiKey":"game_ABCDEFGH"}',
+        b'{"apiKey":"' + b"A" * 600 + b'","active":true}',
+    ],
+)
+def test_what_the_quick_reading_does_not_match_is_judged_as_before(raw: bytes) -> None:
+    value = decode_value(raw)
+    assert (None if value is None else (value.apiKey, value.active)) == _decoded_by_json(raw)
