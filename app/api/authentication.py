@@ -14,7 +14,7 @@ answers), so ``/docs`` keeps its working "Authorize" button.
 # No ``from __future__ import annotations``: dependency-injector's ``@inject`` reads the
 # ``Provide`` marker from the live signature.
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -160,7 +160,9 @@ class AuthenticatedRoute(APIRoute):
         openapi_extra.setdefault("security", [{API_KEY_SCHEME_NAME: []}])
         super().__init__(path, endpoint, responses=responses, openapi_extra=openapi_extra, **kwargs)
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def handle(self, scope: Scope, receive: Receive, send: Send) -> Coroutine[Any, Any, None]:
+        # A plain function handing back the coroutine to run: a process-local hit (most
+        # requests) then costs no coroutine of its own, only the route's.
         # Per request, not cached on the route: FastAPI may share route objects between apps.
         authentication: RouteAuthentication | None = getattr(
             scope["app"], AUTHENTICATION_ATTRIBUTE, None
@@ -170,12 +172,30 @@ class AuthenticatedRoute(APIRoute):
         try:
             key = presented_key(scope["headers"], authentication.header)
             service = authentication.service or authentication.resolved_service()
-            caller = service.admit_from_memory(key) or await service.authenticate(key)
+            caller = service.admit_from_memory(key)
         except GameApiError as exc:
             scope[AUTH_OUTCOME_SCOPE_KEY] = refusal_outcome(exc)
             raise
+        if caller is None:
+            return self._authenticate_and_handle(service, key, scope, receive, send)
+        self._admit(caller, scope)
+        return APIRoute.handle(self, scope, receive, send)
+
+    async def _authenticate_and_handle(
+        self, service: ApiKeyService, key: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Everything but a process-local hit: the service's whole check, then the route."""
+        try:
+            caller = await service.authenticate(key)
+        except GameApiError as exc:
+            scope[AUTH_OUTCOME_SCOPE_KEY] = refusal_outcome(exc)
+            raise
+        self._admit(caller, scope)
+        await APIRoute.handle(self, scope, receive, send)
+
+    def _admit(self, caller: AuthenticatedKey, scope: Scope) -> None:
+        """The caller into the request scope, or ``MissingScope`` (403)."""
         if self.required_scope and self.required_scope not in caller.scopes:
             scope[AUTH_OUTCOME_SCOPE_KEY] = "missing_scope"
             raise MissingScope(self.required_scope)
         scope[CALLER_SCOPE_KEY] = caller
-        await APIRoute.handle(self, scope, receive, send)
