@@ -17,7 +17,13 @@ Subjects, in alternating rounds (minimum and median per request):
 - our ``/healthz`` without ``RequestTelemetryMiddleware``: the share of the request id, the
   metrics and the access event (with ``--access-log``, access lines are rendered and written to
   ``/dev/null`` as ``LOG_LEVEL=INFO`` would have them; by default they are off, as in
-  ``make bench``'s throughput part).
+  ``make bench``'s throughput part);
+- with ``--redis-url``, also ``/v1/me`` on the redis backend and its yardstick
+  ``/bench/me-redis-get`` (one raw ``GET``): both wait for Redis, so their times carry its
+  round trip, but their instruction counts (``bench.instruction_cost``) do not.
+
+``--only`` keeps the named subjects: ``bench.instruction_cost`` runs one at a time under
+callgrind.
 
 Metrics live in memory-mapped files in a temporary directory, as under ``game-api serve``.
 """
@@ -27,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import math
 import os
 import shutil
 import statistics
@@ -48,6 +55,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from app.api.authentication import AUTHENTICATION_ATTRIBUTE, RouteAuthentication
 from app.api.request_telemetry import RequestTelemetryMiddleware
 from app.core.container import Container, build_container
 from app.core.log_setup import configure_access_log
@@ -57,6 +65,7 @@ from app.repositories.memory import InMemoryApiKeyRepository, InMemoryEventLog
 from app.server_worker import ConnectionLimits, protocol_class_for
 from bench.backends import bench_settings
 from bench.bare_app import app as bare_app
+from configs import Settings
 
 
 class Answers:
@@ -167,15 +176,11 @@ def _without_request_telemetry(app: FastAPI) -> FastAPI:
     return app
 
 
-def measure(rounds: int, requests: int, connections: int, access_log: bool) -> dict[str, Any]:
-    configure_access_log(
-        open(os.devnull, "w"),  # noqa: SIM115
-        "INFO" if access_log else "WARNING",
-        "json",
-    )
-    loop = uvloop.new_event_loop()
-    asyncio.set_event_loop(loop)
-    settings = bench_settings("memory", "redis://127.0.0.1:1/0", "bench:edge:", BENCH_ROUTES=True)
+def _served_service(
+    loop: asyncio.AbstractEventLoop, backend: str, redis_url: str
+) -> tuple[Container, str, Settings]:
+    """A container for ``backend`` on in-memory keys (following their log) and one issued key."""
+    settings = bench_settings(backend, redis_url, f"bench:edge:{os.getpid()}:", BENCH_ROUTES=True)
     container: Container = build_container(settings)
     repository = InMemoryApiKeyRepository()
     container.apikey_repository.override(providers.Object(repository))
@@ -183,38 +188,95 @@ def measure(rounds: int, requests: int, connections: int, access_log: bool) -> d
     service = container.apikey_service()
     key = loop.run_until_complete(service.create("edge", ["read"])).plaintext
     loop.run_until_complete(service.start())  # the lease under which local hits are trusted
-    ours = create_app(container=container)
-    bare_telemetry = _without_request_telemetry(create_app(container=container))
-    limited = protocol_class_for(ConnectionLimits.from_settings(settings))
-    healthz = _request("/healthz")
-    answers = Answers()
+    return container, key, settings
 
-    def served(app: Any, protocol: type[HttpToolsProtocol]) -> list[Connection]:
-        return _connections(app, protocol, connections, loop, answers)
 
-    subjects: dict[str, tuple[list[Connection], bytes]] = {
-        "bare app /healthz": (served(bare_app, HttpToolsProtocol), healthz),
-        "/healthz": (served(ours, limited), healthz),
-        "/healthz, stock protocol": (served(ours, HttpToolsProtocol), healthz),
-        "/healthz, no request telemetry": (served(bare_telemetry, limited), healthz),
-        "/bench/me": (served(ours, limited), _request("/bench/me")),
-        "/v1/me": (served(ours, limited), _request("/v1/me", key)),
-    }
-    passes = max(1, requests // connections)
-    costs: dict[str, list[float]] = {name: [] for name in subjects}
-    for round_number in range(rounds + 1):
-        for name, (subject, request) in subjects.items():
-            start = time.perf_counter_ns()
-            loop.run_until_complete(_serve(subject, request, passes, answers))
-            if round_number:  # the first round warms up
-                costs[name].append((time.perf_counter_ns() - start) / (passes * connections))
-    for name, (subject, _) in subjects.items():
-        for _, transport in subject:
-            if transport.last_status_line != b"HTTP/1.1 200 OK":
-                raise RuntimeError(f"{name} answered {transport.last_status_line!r}")
-    hits = service.metrics.local_hits
-    container.unwire()
-    loop.run_until_complete(close_container_resources(container))
+def _app_over(container: Container) -> FastAPI:
+    """``create_app`` over ``container``, its key service resolved at once.
+
+    An app resolves it through the wiring on its first authenticated request, and wiring is
+    per module: by then another container wired for the next app would answer.
+    """
+    app = create_app(container=container)
+    authentication: RouteAuthentication = getattr(app, AUTHENTICATION_ATTRIBUTE)
+    authentication.resolved_service()
+    return app
+
+
+def measure(
+    rounds: int,
+    requests: int,
+    connections: int,
+    access_log: bool,
+    *,
+    redis_url: str | None = None,
+    only: Sequence[str] = (),
+) -> dict[str, Any]:
+    configure_access_log(
+        open(os.devnull, "w"),  # noqa: SIM115
+        "INFO" if access_log else "WARNING",
+        "json",
+    )
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    container, key, settings = _served_service(loop, "memory", "redis://127.0.0.1:1/0")
+    containers = [container]
+    service = container.apikey_service()
+    try:
+        ours = _app_over(container)
+        bare_telemetry = _without_request_telemetry(_app_over(container))
+        limited = protocol_class_for(ConnectionLimits.from_settings(settings))
+        healthz = _request("/healthz")
+        answers = Answers()
+
+        def served(app: Any, protocol: type[HttpToolsProtocol]) -> list[Connection]:
+            return _connections(app, protocol, connections, loop, answers)
+
+        subjects: dict[str, tuple[list[Connection], bytes]] = {
+            "bare app /healthz": (served(bare_app, HttpToolsProtocol), healthz),
+            "/healthz": (served(ours, limited), healthz),
+            "/healthz, stock protocol": (served(ours, HttpToolsProtocol), healthz),
+            "/healthz, no request telemetry": (served(bare_telemetry, limited), healthz),
+            "/bench/me": (served(ours, limited), _request("/bench/me")),
+            "/v1/me": (served(ours, limited), _request("/v1/me", key)),
+        }
+        if redis_url is not None:
+            on_redis, redis_key, _ = _served_service(loop, "redis", redis_url)
+            containers.append(on_redis)
+            with_redis = _app_over(on_redis)
+            subjects["/v1/me (redis)"] = (
+                served(with_redis, limited),
+                _request("/v1/me", redis_key),
+            )
+            subjects["/bench/me-redis-get"] = (
+                served(with_redis, limited),
+                _request("/bench/me-redis-get"),
+            )
+        unknown = set(only) - set(subjects)
+        if unknown:
+            raise SystemExit(
+                f"no such subject: {sorted(unknown)[0]!r} (known: {', '.join(subjects)})"
+            )
+        if only:
+            subjects = {name: subject for name, subject in subjects.items() if name in only}
+        passes = max(1, requests // connections)
+        costs: dict[str, list[float]] = {name: [] for name in subjects}
+        for round_number in range(rounds + 1):
+            for name, (subject, request) in subjects.items():
+                start = time.perf_counter_ns()
+                loop.run_until_complete(_serve(subject, request, passes, answers))
+                if round_number:  # the first round warms up
+                    costs[name].append((time.perf_counter_ns() - start) / (passes * connections))
+        for name, (subject, _) in subjects.items():
+            for _, transport in subject:
+                if transport.last_status_line != b"HTTP/1.1 200 OK":
+                    raise RuntimeError(f"{name} answered {transport.last_status_line!r}")
+        hits = service.metrics.local_hits
+    finally:
+        for each in containers:
+            each.unwire()
+            loop.run_until_complete(each.apikey_service().clear_cache())  # its Redis keys
+            loop.run_until_complete(close_container_resources(each))
     return {
         "min": {name: min(values) for name, values in costs.items()},
         "median": {name: statistics.median(values) for name, values in costs.items()},
@@ -228,10 +290,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=1_200, help="per subject and round")
     parser.add_argument("--connections", type=int, default=12)
     parser.add_argument("--access-log", action="store_true", help="write access lines")
+    parser.add_argument("--redis-url", help="also measure the redis backend on this Redis")
+    parser.add_argument("--only", action="append", default=[], help="measure this subject only")
     args = parser.parse_args(argv)
-    measured = measure(args.rounds, args.requests, args.connections, args.access_log)
+    measured = measure(
+        args.rounds,
+        args.requests,
+        args.connections,
+        args.access_log,
+        redis_url=args.redis_url,
+        only=args.only,
+    )
     lows, medians = measured["min"], measured["median"]
-    bare = lows["bare app /healthz"]
+    bare = lows.get("bare app /healthz", math.nan)
     print(
         f"{args.rounds} rounds of {args.requests} requests on {args.connections} connections; "
         "per request: minimum and median over rounds, minimum against the bare app's"
@@ -241,10 +312,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"  {name:32s} {lows[name] / 1000:7.2f} µs  {medians[name] / 1000:7.2f} µs  "
             f"x{lows[name] / bare:.3f}"
         )
-    print(
-        f"  /v1/me costs {lows['/v1/me'] - lows['/bench/me']:+.0f} ns over the ceiling route "
-        f"({measured['local_hits']} local hits)"
-    )
+    if "/v1/me" in lows and "/bench/me" in lows:
+        print(
+            f"  /v1/me costs {lows['/v1/me'] - lows['/bench/me']:+.0f} ns over the ceiling route "
+            f"({measured['local_hits']} local hits)"
+        )
     return 0
 
 
