@@ -178,6 +178,12 @@ class ThreadedTcpProxy:
         return self._state is ProxyState.CUT
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """The stream server's handler: ``_forward``, ending quietly when ``close`` cancels it
+        (Python 3.11's stream server reports a cancelled handler as an error in a callback)."""
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._forward(reader, writer)
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
         if self._state is ProxyState.CUT:
             _reset(writer)
