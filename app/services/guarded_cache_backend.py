@@ -79,19 +79,6 @@ class CircuitBreakingCacheBackend:
     def is_open(self) -> bool:
         return self._breaker.is_open
 
-    async def _call(self, operation: Callable[[], Awaitable[T]], *, bounded: bool = True) -> T:
-        try:
-            result = await (self._deadlines.run(operation) if bounded else operation())
-        except asyncio.CancelledError:
-            # The caller went away (a client hung up): no verdict on the cache.
-            self._breaker.abandon()
-            raise
-        except Exception as exc:
-            self._failed(exc)
-            raise
-        self._succeeded()
-        return result
-
     def _failed(self, exc: Exception) -> None:
         self._metrics.cache_errors += 1
         if self._breaker.record_failure():
@@ -109,8 +96,8 @@ class CircuitBreakingCacheBackend:
     async def attempt(self, operation: Callable[[], Awaitable[T]], fallback: T) -> T:
         """Run a read or fill: ``fallback`` on failure, timeout or open circuit.
 
-        ``_call`` written out rather than awaited: this runs on every shared-cache hit, and
-        a coroutine level less is measurable there.
+        Each kind of call is written out in full rather than sharing a coroutine that both
+        await: this runs on every shared-cache hit, where a coroutine level is measurable.
         """
         if budget_spent() or not self._breaker.allow():
             # This request already waited for one failed call, or the circuit is open.
@@ -131,9 +118,15 @@ class CircuitBreakingCacheBackend:
     async def require(self, operation: Callable[[], Awaitable[T]], *, bounded: bool = True) -> T:
         """Run a call that must not be skipped; a failure raises ``CacheUnavailable``."""
         try:
-            return await self._call(operation, bounded=bounded)
+            result = await (self._deadlines.run(operation) if bounded else operation())
+        except asyncio.CancelledError:
+            self._breaker.abandon()  # the caller went away: no verdict on the cache
+            raise
         except Exception as exc:
+            self._failed(exc)
             raise CacheUnavailable(f"cache unreachable ({type(exc).__name__})") from exc
+        self._succeeded()
+        return result
 
     async def get(self, cache_key: str) -> SimpleNamespace | None:
         return await self.attempt(lambda: self._inner.get(cache_key), None)
