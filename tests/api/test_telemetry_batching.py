@@ -81,8 +81,7 @@ async def test_noted_requests_are_written_together_once_the_interval_has_passed(
     noted_at = asyncio.get_running_loop().time()
 
     for _ in range(3):
-        telemetry.observe_request("/v1/me", "GET", 200, 0.001)
-        telemetry.count_auth("valid")
+        telemetry.observe_request("/v1/me", "GET", 200, 0.001, "valid")
     noted_only = _requests_counted(telemetry)
     await telemetry.flushed.wait()
 
@@ -96,11 +95,11 @@ async def test_noted_requests_are_written_together_once_the_interval_has_passed(
 async def test_a_request_noted_after_an_early_flush_is_still_written_by_a_timer() -> None:
     telemetry = _ObservedFlushes(flush_interval=0.02)
 
-    telemetry.observe_request("/v1/me", "GET", 200, 0.001)
+    telemetry.observe_request("/v1/me", "GET", 200, 0.001, None)
     telemetry.flush()  # before its timer, as a scrape or a stopping worker does
     assert _requests_counted(telemetry) == 1
     telemetry.flushed.clear()
-    telemetry.observe_request("/v1/me", "GET", 200, 0.001)
+    telemetry.observe_request("/v1/me", "GET", 200, 0.001, None)
     await asyncio.wait_for(telemetry.flushed.wait(), timeout=5.0)
 
     assert _requests_counted(telemetry) == 2
@@ -109,6 +108,6 @@ async def test_a_request_noted_after_an_early_flush_is_still_written_by_a_timer(
 def test_without_a_loop_counts_are_written_at_once() -> None:
     telemetry = Telemetry()
 
-    telemetry.observe_request("/v1/me", "GET", 200, 0.001)
+    telemetry.observe_request("/v1/me", "GET", 200, 0.001, None)
 
     assert _requests_counted(telemetry) == 1
