@@ -226,11 +226,17 @@ def protocol_class_for(limits: ConnectionLimits) -> type[LimitedHttpToolsProtoco
 
 
 class GameApiUvicornWorker(UvicornWorker):  # type: ignore[misc]  # no type hints shipped
-    """``uvicorn_worker.UvicornWorker`` serving with ``LimitedHttpToolsProtocol``.
+    """``uvicorn_worker.UvicornWorker`` serving with ``LimitedHttpToolsProtocol``, no banner.
 
     gunicorn builds the worker in the forked child with the application object, whose
     ``settings`` carry the limits; uvicorn's ``Config`` is only loaded when serving starts, so
     replacing its protocol class here takes effect.
+
+    Responses carry no ``server: uvicorn`` header: naming the software (to a scanner looking
+    for a version with a known hole) tells a client nothing it needs, and every response
+    header is validated and written in Python by uvicorn, so a trivial response pays for each
+    one (about as much as its ``x-request-id``). ``date`` stays: RFC 9110 asks it of an
+    origin server with a clock.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -239,6 +245,7 @@ class GameApiUvicornWorker(UvicornWorker):  # type: ignore[misc]  # no type hint
         if not isinstance(settings, Settings):
             raise TypeError("GameApiUvicornWorker needs an application with a `settings` Settings")
         self.config.http = protocol_class_for(ConnectionLimits.from_settings(settings))
+        self.config.server_header = False
 
     def run(self) -> None:
         """Serve on the listening sockets themselves rather than gunicorn's wrappers of them.

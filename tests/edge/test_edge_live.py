@@ -223,6 +223,23 @@ def test_oversized_header_blocks_get_431_and_the_service_stays_healthy(
     assert_healthy(server)
 
 
+def test_responses_carry_a_date_and_their_request_id_but_name_no_server_software(
+    server: LiveServer,
+) -> None:
+    answer = raw_exchange(
+        server, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    head = answer.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    assert head[0].startswith(b"HTTP/1.1 200 "), answer[:200]
+    names = [line.split(b":", 1)[0].lower() for line in head[1:]]
+    assert b"server" not in names, head
+    assert b"date" in names
+    assert b"x-request-id" in names
+    refused = raw_exchange(server, b"GET /healthz HTTP/1.1\r\nX-Big: " + b"a" * MIB + b"\r\n\r\n")
+    assert refused.startswith(b"HTTP/1.1 431 "), refused[:200]
+    assert b"\r\nserver:" not in refused.split(b"\r\n\r\n", 1)[0].lower()
+
+
 def test_slow_header_connections_are_closed_at_the_header_deadline(server: LiveServer) -> None:
     """200 connections send part of a request line and headers, then one byte a second."""
     count = 200
