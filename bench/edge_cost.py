@@ -11,7 +11,9 @@ Python does for a request, which ``bench.asgi_cost`` (the app alone, called dire
 
 Subjects, in alternating rounds (minimum and median per request):
 
-- the bare app's ``/healthz`` on the stock protocol: the yardstick;
+- the bare app's ``/healthz`` on the stock protocol: the yardstick; its responses carry
+  uvicorn's default ``server`` header as gunicorn's stock worker sends them, ours (all of
+  them) only ``date``, as ``game-api serve`` sends them;
 - our ``/healthz``, ``/bench/me`` and ``/v1/me`` (memory backend, a cached key) as served;
 - our ``/healthz`` on the stock protocol: the share of the protocol's limits;
 - our ``/healthz`` without ``RequestTelemetryMiddleware``: the share of the request id, the
@@ -40,6 +42,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Sequence
+from email.utils import formatdate
 from typing import Any
 
 # Before prometheus_client is imported (by the app): metric values in per-process files.
@@ -135,10 +138,24 @@ def _connections(
     count: int,
     loop: asyncio.AbstractEventLoop,
     answers: Answers,
+    *,
+    server_header: bool,
 ) -> list[Connection]:
-    config = Config(app, http=protocol, lifespan="off", log_config=None, access_log=False)
+    """``count`` connections serving ``app``, each response with the headers a running server
+    adds to all: ``date``, and ``server`` when ``server_header`` (uvicorn's default, which
+    ``game-api serve`` turns off)."""
+    config = Config(
+        app,
+        http=protocol,
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        server_header=server_header,
+    )
     config.load()
     state = ServerState()
+    # As uvicorn's main loop sets them (once a second there; the date changes nothing here).
+    state.default_headers = [(b"date", formatdate(usegmt=True).encode()), *config.encoded_headers]
     connections = []
     for _ in range(count):
         served = protocol(config=config, server_state=state, app_state={}, _loop=loop)
@@ -230,10 +247,14 @@ def measure(
         answers = Answers()
 
         def served(app: Any, protocol: type[HttpToolsProtocol]) -> list[Connection]:
-            return _connections(app, protocol, connections, loop, answers)
+            return _connections(app, protocol, connections, loop, answers, server_header=False)
 
+        # The bare app as gunicorn's stock uvicorn worker serves it: with ``server: uvicorn``.
+        stock = _connections(
+            bare_app, HttpToolsProtocol, connections, loop, answers, server_header=True
+        )
         subjects: dict[str, tuple[list[Connection], bytes]] = {
-            "bare app /healthz": (served(bare_app, HttpToolsProtocol), healthz),
+            "bare app /healthz": (stock, healthz),
             "/healthz": (served(ours, limited), healthz),
             "/healthz, stock protocol": (served(ours, HttpToolsProtocol), healthz),
             "/healthz, no request telemetry": (served(bare_telemetry, limited), healthz),
