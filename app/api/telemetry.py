@@ -276,23 +276,18 @@ class Telemetry:
             self._flush_timer = None
         requests, self._pending_requests = self._pending_requests, []
         # Grouped by the route's identity: Starlette's routes define ``==`` and are unhashable.
-        durations_by_key: dict[tuple[int, str, int], list[float]] = {}
-        route_of_key: dict[tuple[int, str, int], object] = {}
+        groups: dict[tuple[int, str, int], tuple[object, list[float]]] = {}
         outcomes: dict[str, int] = {}
         for route, method, status, seconds, outcome in requests:
             key = (id(route), method, status)
-            durations = durations_by_key.get(key)
-            if durations is None:
-                durations = durations_by_key[key] = []
-                route_of_key[key] = route
-            durations.append(seconds)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = (route, [])
+            group[1].append(seconds)
             if outcome is not None:
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
-        for key, durations in durations_by_key.items():
-            _, method, status = key
-            counter, histogram = self._request_children_of(
-                (template_of(route_of_key[key]), method, status)
-            )
+        for (_, method, status), (route, durations) in groups.items():
+            counter, histogram = self._request_children_of((template_of(route), method, status))
             counter.inc(len(durations))
             observe_many(histogram, durations)
         for outcome, count in outcomes.items():
