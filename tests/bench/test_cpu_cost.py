@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import time
 
 import pytest
 
 from bench.cpu_cost import cpu_seconds
+from tests.bench.bench_module import run_bench_module
 
 _SUBJECT_LINE = re.compile(r"^\s+(?P<name>\S.*?)\s+(?P<cost>\d+\.\d) µs")
 
@@ -26,13 +26,7 @@ def test_cpu_seconds_counts_the_time_a_process_computed() -> None:
 
 
 def _cpu_cost(*arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bench.cpu_cost", *arguments],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_bench_module("cpu_cost", *arguments, timeout=300)
 
 
 @pytest.mark.slow
