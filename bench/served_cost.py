@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -40,11 +39,11 @@ from pathlib import Path
 
 import httpx
 
-from bench.servers import server_settings
+from bench.servers import bare_app_command, children_of, server_settings
+from bench.system_tools import ToolUnavailable, ensure_command
 from tests.support.redis_server import free_port
 
 REPO = Path(__file__).resolve().parent.parent
-ENSURE_TOOL = REPO / "bench" / "ensure_tool.sh"
 EVENTS = ("Ir", "I1mr", "D1mr", "D1mw", "Bcm", "Bim")
 """The events reported, of those ``--cache-sim=yes --branch-sim=yes`` records."""
 WEIGHTS = {"Ir": 1, "I1mr": 10, "D1mr": 10, "D1mw": 10, "Bcm": 15, "Bim": 15}
@@ -59,15 +58,10 @@ class ServedCostError(Exception):
 
 def ensure_valgrind() -> str:
     """The path of ``valgrind``, installed from the distribution first when it is missing."""
-    if shutil.which("valgrind") is None:
-        done = subprocess.run(
-            ["sh", str(ENSURE_TOOL), "valgrind", "valgrind"], capture_output=True, text=True
-        )
-        if done.returncode != 0 or shutil.which("valgrind") is None:
-            raise ServedCostError(f"valgrind is not available: {done.stderr.strip()}")
-    path = shutil.which("valgrind")
-    assert path is not None
-    return path
+    try:
+        return ensure_command("valgrind", "valgrind")
+    except ToolUnavailable as exc:
+        raise ServedCostError(str(exc)) from None
 
 
 def read_totals(profile_text: str) -> dict[str, int]:
@@ -139,16 +133,8 @@ class Run:
 
     def command(self, port: int) -> list[str]:
         if self.subject == "bare":
-            gunicorn = Path(sys.executable).with_name("gunicorn")
-            return [
-                str(gunicorn), "bench.bare_app:app",
-                "--worker-class", "uvicorn_worker.UvicornWorker",
-                "--workers", "1",
-                "--bind", f"127.0.0.1:{port}",
-                "--log-level", "warning",
-                "--no-control-socket",
-                "--timeout", "600",  # the worker's heartbeat is slow under valgrind
-            ]  # fmt: skip
+            # The worker's heartbeat is slow under valgrind: gunicorn's 30 s would kill it.
+            return bare_app_command(port, 1, "--timeout", "600")
         game_api = Path(sys.executable).with_name("game-api")
         return [str(game_api), "serve", "--workers", "1", "--port", str(port)]
 
@@ -186,17 +172,13 @@ class Run:
             )
         try:
             _wait_until_healthy(server, port, log_path)
-            workers = _children(server.pid)
+            workers = children_of(server.pid)
             if len(workers) != 1:
                 raise ServedCostError(f"expected one worker, found {workers}")
             send_requests(port, self.requests, self.connections)
         finally:
             _stop(server)
         return read_totals(Path(f"{profile}.{workers[0]}").read_text())
-
-
-def _children(pid: int) -> list[int]:
-    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 def _wait_until_healthy(server: subprocess.Popen[bytes], port: int, log_path: Path) -> None:

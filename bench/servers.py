@@ -29,6 +29,8 @@ from tests.support.redis_server import free_port
 __all__ = [
     "BareAppServer",
     "LiveServer",
+    "bare_app_command",
+    "children_of",
     "connections_per_worker",
     "server_settings",
     "wait_for_workers",
@@ -63,6 +65,20 @@ class Served(Protocol):
     def workers(self) -> int: ...
 
 
+def bare_app_command(port: int, workers: int, *options: str) -> list[str]:
+    """gunicorn serving ``bench.bare_app`` as ``BareAppServer`` runs it, plus ``options``."""
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    return [
+        str(gunicorn), "bench.bare_app:app",
+        "--worker-class", "uvicorn_worker.UvicornWorker",
+        "--workers", str(workers),
+        "--bind", f"127.0.0.1:{port}",
+        "--log-level", "warning",
+        "--no-control-socket",
+        *options,
+    ]  # fmt: skip
+
+
 class BareAppServer:
     """``bench.bare_app`` under gunicorn with ``uvicorn_worker.UvicornWorker``, like ours.
 
@@ -84,23 +100,15 @@ class BareAppServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        gunicorn = Path(sys.executable).with_name("gunicorn")
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [
-                    str(gunicorn), "bench.bare_app:app",
-                    "--worker-class", "uvicorn_worker.UvicornWorker",
-                    "--workers", str(self.workers),
-                    "--bind", f"127.0.0.1:{self.port}",
-                    "--log-level", "warning",
-                    "--no-control-socket",
-                ],
+                bare_app_command(self.port, self.workers),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 cwd=Path(__file__).resolve().parent.parent,
                 env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
-            )  # fmt: skip
+            )
         deadline = time.monotonic() + self.startup_timeout
         while True:
             if self.process.poll() is not None:
@@ -140,15 +148,17 @@ class BareAppServer:
         self.close()
 
 
+def children_of(pid: int) -> list[int]:
+    """The process ids of ``pid``'s children (``OSError`` once it has gone)."""
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
 def worker_pids(server: Served) -> list[int]:
     """The gunicorn workers: the children of the master process."""
     if server.process is None:
         return []
-    pid = server.process.pid
     try:
-        return [
-            int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        ]
+        return children_of(server.process.pid)
     except OSError:
         return []
 

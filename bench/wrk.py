@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -15,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.system_tools import ToolUnavailable, ensure_command
+
 BENCH_DIR = Path(__file__).resolve().parent
 SCRIPT = BENCH_DIR / "wrk_report.lua"
-ENSURE_WRK = BENCH_DIR / "ensure_wrk.sh"
 MIN_WORKER_SHARE = 0.35
 """A run counts only if every worker holds at least this share of its connections."""
 
@@ -30,13 +30,10 @@ class LoadGeneratorError(Exception):
 
 def ensure_wrk() -> str:
     """The path of ``wrk``, installing it from the distribution first when it is missing."""
-    if shutil.which("wrk") is None:
-        completed = subprocess.run(["sh", str(ENSURE_WRK)], capture_output=True, text=True)
-        if completed.returncode != 0 or shutil.which("wrk") is None:
-            raise LoadGeneratorError(f"wrk is not available: {completed.stderr.strip()}")
-    path = shutil.which("wrk")
-    assert path is not None
-    return path
+    try:
+        return ensure_command("wrk", "wrk")
+    except ToolUnavailable as exc:
+        raise LoadGeneratorError(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)
