@@ -25,7 +25,7 @@ from app.api.docs import install_docs
 from app.api.errors import register_error_handlers
 from app.api.openapi_document import complete_openapi
 from app.api.request_limits import RequestLimits, RequestLimitsMiddleware
-from app.api.request_telemetry import RequestTelemetryMiddleware
+from app.api.request_telemetry import RequestTelemetry, RequestTelemetryMiddleware
 from app.api.telemetry import METRICS_PATH, Telemetry, attach_telemetry, metrics_endpoint
 from app.api.worker_id import WorkerIdMiddleware
 from app.core.container import Container, build_container
@@ -100,8 +100,21 @@ def add_routes(app: FastAPI, router: APIRouter) -> None:
     app.router.routes.extend(router.routes)
 
 
-def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
-    """The FastAPI app over ``container`` (built from ``settings`` when not given)."""
+def create_app(
+    settings: Settings | None = None,
+    container: Container | None = None,
+    *,
+    edge_in_server: bool = False,
+) -> FastAPI:
+    """The FastAPI app over ``container`` (built from ``settings`` when not given).
+
+    ``edge_in_server``: the server does the edge's per-request work itself, as ``game-api
+    serve``'s worker (``app.server_worker``) does: it notes each request (its id, metrics and
+    access line, with ``app.state.request_telemetry``) in its own request cycle, and bounds
+    header blocks in its protocol and bodies with ``RequestLimitsMiddleware`` wrapped around the
+    app only for requests that announce one. The app then has neither ASGI layer, which saves
+    their frames (and a wrapped ``send``) on every request. Any other server needs them.
+    """
     if container is None:
         container = build_container(settings if settings is not None else load_settings())
     with_bench_routes: bool = container.config.BENCH_ROUTES()
@@ -137,13 +150,15 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.state.telemetry = telemetry
     if telemetry is not None:
         app.add_api_route(METRICS_PATH, metrics_endpoint(telemetry), include_in_schema=False)
-    # Limits hold before routing and authentication; only the request telemetry is outside
-    # them, so a refused request has its id, its count and its access line too.
-    app.add_middleware(
-        RequestLimitsMiddleware, limits=RequestLimits.from_settings(container.config())
-    )
-    app.add_middleware(
-        RequestTelemetryMiddleware, telemetry=telemetry, access_log_on=container.config.ACCESS_LOG()
-    )
+    request_telemetry = RequestTelemetry(telemetry, access_log_on=container.config.ACCESS_LOG())
+    app.state.request_telemetry = request_telemetry
+    app.state.edge_in_server = edge_in_server
+    if not edge_in_server:
+        # Limits hold before routing and authentication; only the request telemetry is outside
+        # them, so a refused request has its id, its count and its access line too.
+        app.add_middleware(
+            RequestLimitsMiddleware, limits=RequestLimits.from_settings(container.config())
+        )
+        app.add_middleware(RequestTelemetryMiddleware, request_telemetry=request_telemetry)
     app.openapi = _openapi_with_key_scheme(app, header_name)  # type: ignore[method-assign]
     return app

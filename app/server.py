@@ -65,7 +65,8 @@ class GameApiServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
     def load(self) -> FastAPI:
         from app.main import create_app  # imported in the worker, after the fork
 
-        return create_app(self._settings)
+        # The worker notes each request and bounds bodies itself (app/server_worker.py).
+        return create_app(self._settings, edge_in_server=True)
 
 
 def _child_exit(_server: Any, worker: Any) -> None:

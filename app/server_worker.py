@@ -28,18 +28,35 @@ this service's hot path, and it still has neither a header deadline nor a connec
 subclass hooks only methods uvicorn's ``HttpToolsProtocol`` already calls (``data_received``,
 the parser callbacks, ``send_400_response``), and adds nothing to a request that is within the
 limits beyond a slice of ``bytes`` (no copy when it fits) and one timer per connection.
+
+When the app leaves its edge to the server (``create_app(edge_in_server=True)``, as ``game-api
+serve`` builds it), the protocol also does the per-request work of the app's two edge layers:
+
+- it builds each request's cycle from ``app.request_cycle``, which notes the request's id,
+  metrics and access line itself; that takes a copy of uvicorn's ``on_headers_complete``, the
+  one place the cycle's class is named;
+- it sends only a request that announces a body (``Content-Length`` or ``Transfer-Encoding``)
+  through ``RequestLimitsMiddleware``: the header limits that layer would check again are
+  enforced here already, and a ``GET`` has no body to bound.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import httptools
+from uvicorn._types import ASGI3Application
+from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn_worker import UvicornWorker  # type: ignore[import-untyped]
 
+from app.api.request_limits import RequestLimits, RequestLimitsMiddleware
+from app.api.request_telemetry import RequestTelemetry
+from app.request_cycle import TelemetryRequestCycle, cycle_class_for
 from configs import Settings
 
 
@@ -63,10 +80,17 @@ class ConnectionLimits:
 
 
 # The parent's per-request methods, called directly: ``super()`` builds a proxy and looks the
-# method up through it on every call, about a thousand instructions each, three times a request.
+# method up through it on every call, about a thousand instructions each.
 _parent_data_received = HttpToolsProtocol.data_received
 _parent_on_headers_complete = HttpToolsProtocol.on_headers_complete
-_parent_on_message_complete = HttpToolsProtocol.on_message_complete
+
+
+@dataclass(frozen=True)
+class EdgeInServer:
+    """What the protocol does per request for an app built with ``edge_in_server=True``."""
+
+    request_telemetry: RequestTelemetry
+    request_limits: RequestLimits
 
 
 class _TooManyHeaders(Exception):
@@ -77,6 +101,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the limits above; one instance per connection."""
 
     limits: ClassVar[ConnectionLimits]  # set on the subclass made by ``protocol_class_for``
+    # With the edge in the server: the class every request's cycle takes (``app.request_cycle``)
+    # and the body limits; ``None`` when the app has the edge's ASGI layers of its own.
+    cycle_class: ClassVar[type[TelemetryRequestCycle] | None] = None
+    request_limits: ClassVar[RequestLimits | None] = None
+    # The app behind ``RequestLimitsMiddleware``, made on the first request with a body.
+    _body_limited: ClassVar[tuple[object, ASGI3Application] | None] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -90,11 +120,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._awaiting_headers = True
         self._header_bytes = 0
         self._too_many_headers = False
+        # The request being parsed has ``Content-Length`` or ``Transfer-Encoding``.
+        self._announces_body = False
 
     # -- connection ---------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if self.cycle_class is not None:
+            self.cycle_class.bind_loop(self.loop)
         if len(self.connections) > self.limits.max_connections:
             self.logger.warning("Refused a connection: %d open.", len(self.connections) - 1)
             self._answer_and_close(503, "too many connections; try again shortly")
@@ -144,6 +178,16 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     # -- parser callbacks ---------------------------------------------------------------------
 
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """uvicorn's, noting a header that announces a body: only such a request goes through
+        the body limits (with the edge in the server), at two comparisons per header."""
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        elif name == b"content-length" or name == b"transfer-encoding":
+            self._announces_body = True
+        self.headers.append((name, value))
+
     def on_headers_complete(self) -> None:
         # Counted once the block is in rather than header by header (a Python call more per
         # header on every request): the block is already bounded by ``max_header_bytes``.
@@ -152,12 +196,95 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             raise _TooManyHeaders  # stops the parser; answered in ``send_400_response``
         self._awaiting_headers = False
         self._header_phase_began = None
-        _parent_on_headers_complete(self)
+        cycle_class = self.cycle_class
+        if cycle_class is None:
+            _parent_on_headers_complete(self)
+        else:
+            self._start_request(cycle_class)
+
+    def _start_request(self, cycle_class: type[TelemetryRequestCycle]) -> None:
+        """uvicorn's ``on_headers_complete`` (0.54.0), building the request's cycle from
+        ``cycle_class``: uvicorn names its own class inside the method, and setting the class
+        of the cycle it built afterwards would turn the cycle's attributes into a plain dict
+        (Python 3.11), which made every access to them about twice as slow. A request that
+        announces a body goes to the app through ``RequestLimitsMiddleware``; the header
+        limits it would also check are this protocol's own."""
+        announces_body = self._announces_body
+        if announces_body:
+            self._announces_body = False
+        http_version = self.parser.get_http_version()
+        method = self.parser.get_method()
+        self.scope["method"] = method.decode("ascii")
+        if http_version != "1.1":
+            self.scope["http_version"] = http_version
+        if self.parser.should_upgrade() and self._should_upgrade():
+            return
+        parsed_url = httptools.parse_url(self.url)
+        raw_path = parsed_url.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        full_path = self.root_path + path
+        full_raw_path = self.root_path.encode("ascii") + raw_path
+        self.scope["path"] = full_path
+        self.scope["raw_path"] = full_raw_path
+        self.scope["query_string"] = parsed_url.query or b""
+
+        if self.limit_concurrency is not None and (
+            len(self.connections) >= self.limit_concurrency
+            or len(self.tasks) >= self.limit_concurrency
+        ):
+            app: ASGI3Application = service_unavailable
+            self.logger.warning("Exceeded concurrency limit.")
+        elif announces_body:
+            app = self._app_with_body_limits()
+        else:
+            app = self.app
+
+        existing_cycle = self.cycle
+        self.cycle = cycle_class(
+            scope=self.scope,
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=self.access_log,
+            default_headers=self.server_state.default_headers,
+            message_event=asyncio.Event(),
+            expect_100_continue=self.expect_100_continue,
+            keep_alive=http_version != "1.0" and self.parser.should_keep_alive(),
+            on_response=self.on_response_complete,
+        )
+        if existing_cycle is None or existing_cycle.response_complete:
+            self._start_asgi_task(self.cycle, app)
+        else:
+            # Pipelined: queued until the response before it is complete.
+            self.flow.pause_reading()
+            self.pipeline.appendleft((self.cycle, app))
 
     def on_message_complete(self) -> None:
-        _parent_on_message_complete(self)
+        # The next header block's phase begins; then uvicorn's, written out (a call less).
         self._awaiting_headers = True
         self._header_bytes = 0
+        if (
+            self.parser.should_upgrade() and self._should_upgrade()
+        ) or self.cycle.response_complete:
+            return
+        self.cycle.more_body = False
+        self.cycle.message_event.set()
+
+    def _app_with_body_limits(self) -> ASGI3Application:
+        """The app behind ``RequestLimitsMiddleware``, made once per worker."""
+        protocol_class = type(self)
+        made = protocol_class._body_limited
+        if made is None or made[0] is not self.app:
+            if self.request_limits is None:
+                raise RuntimeError("the edge is in the server but no request limits were bound")
+            # Starlette's and uvicorn's ASGI types differ only in how they spell a message.
+            limited: ASGI3Application = RequestLimitsMiddleware(self.app, self.request_limits)  # type: ignore[assignment]
+            made = (self.app, limited)
+            protocol_class._body_limited = made
+        return made[1]
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn answers every parser error with 400; a header past the count gets 431."""
@@ -221,15 +348,33 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def protocol_class_for(limits: ConnectionLimits) -> type[LimitedHttpToolsProtocol]:
-    """The protocol class with ``limits`` bound: uvicorn builds protocols from a class and its
-    own ``Config``, which has no place for settings of ours."""
+def protocol_class_for(
+    limits: ConnectionLimits, edge: EdgeInServer | None = None
+) -> type[LimitedHttpToolsProtocol]:
+    """The protocol class with ``limits`` bound, and the edge's per-request work when given:
+    uvicorn builds protocols from a class and its own ``Config``, which has no place for
+    settings of ours."""
 
     class ConfiguredHttpToolsProtocol(LimitedHttpToolsProtocol):
         pass
 
     ConfiguredHttpToolsProtocol.limits = limits
+    if edge is not None:
+        ConfiguredHttpToolsProtocol.cycle_class = cycle_class_for(edge.request_telemetry)
+        ConfiguredHttpToolsProtocol.request_limits = edge.request_limits
     return ConfiguredHttpToolsProtocol
+
+
+def edge_in_server_of(app: object, settings: Settings) -> EdgeInServer | None:
+    """The edge's per-request work for ``app`` when it leaves it to the server
+    (``create_app(edge_in_server=True)``, as ``game-api serve`` builds it), else ``None``."""
+    state = getattr(app, "state", None)
+    if not getattr(state, "edge_in_server", False):
+        return None
+    request_telemetry = getattr(state, "request_telemetry", None)
+    if not isinstance(request_telemetry, RequestTelemetry):
+        raise TypeError("an app that leaves its edge to the server must hold its telemetry")
+    return EdgeInServer(request_telemetry, RequestLimits.from_settings(settings.model_dump()))
 
 
 class GameApiUvicornWorker(UvicornWorker):  # type: ignore[misc]  # no type hints shipped
@@ -251,8 +396,18 @@ class GameApiUvicornWorker(UvicornWorker):  # type: ignore[misc]  # no type hint
         settings = getattr(self.app, "settings", None)
         if not isinstance(settings, Settings):
             raise TypeError("GameApiUvicornWorker needs an application with a `settings` Settings")
-        self.config.http = protocol_class_for(ConnectionLimits.from_settings(settings))
+        self._settings = settings
+        self._limits = ConnectionLimits.from_settings(settings)
+        self.config.http = protocol_class_for(self._limits)
         self.config.server_header = False
+
+    def load_wsgi(self) -> None:
+        """Load the app, then bind the edge's per-request work into the protocol when the app
+        leaves it to the server."""
+        super().load_wsgi()
+        edge = edge_in_server_of(self.wsgi, self._settings)
+        if edge is not None:
+            self.config.http = protocol_class_for(self._limits, edge)
 
     def run(self) -> None:
         """Serve on the listening sockets themselves rather than gunicorn's wrappers of them.

@@ -1,0 +1,264 @@
+"""The served request's cycle: uvicorn's, noting the request's id, metrics and access line itself.
+
+Under ``game-api serve`` every request is noted here rather than in an ASGI layer
+(``RequestTelemetryMiddleware``), because on a trivial request that layer was a measurable share
+of the work: a coroutine frame of its own, a wrapped ``send`` called for every message, and the
+echoed ``x-request-id`` run through uvicorn's per-header checks (two regular expressions, a
+``lower()``, three comparisons) like any header an app might send. Here:
+
+- ``run_asgi`` (uvicorn's, with the noting added) takes the request id, sets it in
+  ``log_setup.REQUEST_ID`` for the request's task, and writes the access event when the app
+  is done;
+- ``send`` is uvicorn's, done in a plain function when the transport can take the message
+  (uvicorn's is a coroutine, created and stepped through for every message), with two
+  additions to the head: the request is counted in the metrics before a byte is written, and
+  the id's header line, made only of ``[A-Za-z0-9._-]`` (see ``client_request_id``), is
+  written without being checked again.
+
+Everything else (``receive``, ``100 Continue``, keep-alive, waiting for a paused transport, the
+errors for messages out of order) is uvicorn's own code. ``tests/edge/test_request_cycle.py``
+checks that what is written here is byte for byte uvicorn's plus the one line, for the cases
+uvicorn's code tells apart; the copies follow uvicorn 0.54.0, the version the lock pins.
+
+The protocol (``app.server_worker``) builds each request's cycle from this class, in its copy
+of uvicorn's ``on_headers_complete``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from typing import Any, ClassVar
+
+from starlette.types import Scope
+from uvicorn._types import ASGI3Application, ASGISendEvent
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    RequestResponseCycle,
+)
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
+
+from app.api.authentication import AUTH_OUTCOME_SCOPE_KEY, CALLER_SCOPE_KEY
+from app.api.request_telemetry import (
+    REQUEST_ID_HEADER,
+    RequestTelemetry,
+    client_request_id,
+    new_request_id,
+)
+from app.core.log_setup import REQUEST_ID
+
+_parent_send = RequestResponseCycle.send
+_clock = time.perf_counter
+_REQUEST_ID_PREFIX = REQUEST_ID_HEADER + b": "
+
+
+class TelemetryRequestCycle(RequestResponseCycle):
+    """One request's cycle, noting it in ``request_telemetry`` (bound by ``cycle_class_for``)."""
+
+    request_telemetry: ClassVar[RequestTelemetry]
+    # What ``send`` hands back once it has written a message at once: a future already done,
+    # whose ``await`` returns in C without a frame (made by ``bind_loop``).
+    done: ClassVar[asyncio.Future[None] | None] = None
+
+    # Set by ``run_asgi`` before the app runs.
+    started: float
+    status: int
+    request_id: str
+
+    @classmethod
+    def bind_loop(cls, loop: asyncio.AbstractEventLoop) -> None:
+        """Make ``done`` once there is a loop (the protocol calls this for each connection).
+
+        Awaiting a future that is already done never reaches its loop, so one serves every
+        loop after it.
+        """
+        if cls.done is None:
+            done = loop.create_future()
+            done.set_result(None)
+            cls.done = done
+
+    async def run_asgi(self, app: ASGI3Application) -> None:
+        """uvicorn's ``run_asgi``, with the request's id, its access event and the status of a
+        request that never started its response."""
+        self.started = started = _clock()
+        scope: Scope = self.scope  # type: ignore[assignment]  # uvicorn's TypedDict, Starlette's Mapping
+        self.request_id = request_id = client_request_id(scope["headers"]) or new_request_id()
+        # The request's task runs in a copy of the context made when it was created, and ends
+        # with the request: nothing to reset.
+        REQUEST_ID.set(request_id)
+        self.status = 0
+        try:
+            # The ASGI interface says an app returns None; uvicorn checks that it did.
+            result = await app(self.scope, self.receive, self.send)  # type: ignore[func-returns-value]
+        except BaseException as exc:
+            if self.status == 0:
+                self.status = self.request_telemetry.note_unanswered(scope, exc, started)
+            self.logger.error("Exception in ASGI application\n", exc_info=exc)
+            if not self.response_started:
+                await self.send_500_response()
+            else:
+                self.transport.close()
+        else:
+            if result is not None:
+                self.logger.error("ASGI callable should return None, but returned '%s'.", result)
+                self.transport.close()
+            elif not self.response_started and not self.disconnected:
+                self.logger.error("ASGI callable returned without starting response.")
+                await self.send_500_response()
+            elif not self.response_complete and not self.disconnected:
+                self.logger.error("ASGI callable returned without completing response.")
+                self.transport.close()
+        finally:
+            self.on_response = _nothing
+            if self.request_telemetry.access_log is not None:
+                self.request_telemetry.log_request(scope, self.status, started)
+
+    def send(self, message: ASGISendEvent) -> Awaitable[None]:  # type: ignore[override]
+        """uvicorn's ``send``, done at once when the connection can take it.
+
+        A plain function handing back an awaitable: it is called for every message, and as a
+        coroutine (uvicorn's) each call would be one more to create and step through. Messages
+        out of order go to uvicorn's own ``send`` for its errors.
+        """
+        if self.flow.write_paused or self.disconnected:
+            return self._send_when_writable(message)
+        if not self.response_started:
+            if message["type"] != "http.response.start":
+                return _parent_send(self, message)
+            self._write_response_head(message)
+            return self.done  # type: ignore[return-value]  # bound at connection_made
+        if self.response_complete or message["type"] != "http.response.body":
+            return _parent_send(self, message)
+        self._write_response_body(message)
+        return self.done  # type: ignore[return-value]
+
+    async def _send_when_writable(self, message: ASGISendEvent) -> None:
+        """``message`` once the transport drains; a head is counted, not written, if the
+        client left (as the app answered it)."""
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()
+        if not self.disconnected:
+            await self.send(message)
+        elif not self.response_started and message["type"] == "http.response.start":
+            self._count_response(message["status"])
+
+    def _count_response(self, status: int) -> None:
+        """Note the answer's status; counted once, before a byte of it is written."""
+        if self.status != 0:
+            return  # a 500 written after a cancellation, counted as 499
+        self.status = status
+        metrics = self.request_telemetry.metrics
+        if metrics is not None:
+            scope: Scope = self.scope  # type: ignore[assignment]
+            metrics.observe_request(
+                scope.get("route"),
+                scope["method"],
+                status,
+                _clock() - self.started,
+                "valid" if CALLER_SCOPE_KEY in scope else scope.get(AUTH_OUTCOME_SCOPE_KEY),
+            )
+
+    def _write_response_head(self, message: Any) -> None:
+        """uvicorn's code for ``http.response.start`` (0.54.0), plus the count and the id."""
+        self.response_started = True
+        self.waiting_for_100_continue = False
+
+        status_code = message["status"]
+        self._count_response(status_code)
+        headers = self.default_headers + list(message.get("headers", []))
+
+        if self.access_log:
+            self.access_logger.info(
+                '%s - "%s %s HTTP/%s" %d',
+                get_client_addr(self.scope),
+                self.scope["method"],
+                get_path_with_query_string(self.scope),
+                self.scope["http_version"],
+                status_code,
+            )
+
+        content = [STATUS_LINE[status_code]]
+        has_connection_close = False
+
+        for name, value in headers:
+            if HEADER_RE.search(name):
+                raise RuntimeError("Invalid HTTP header name.")
+            if HEADER_VALUE_RE.search(value):
+                raise RuntimeError("Invalid HTTP header value.")
+
+            name = name.lower()
+            if name == b"content-length" and self.chunked_encoding is None:
+                self.expected_content_length = int(value.decode())
+                self.chunked_encoding = False
+            elif name == b"transfer-encoding" and value.lower() == b"chunked":
+                self.expected_content_length = 0
+                self.chunked_encoding = True
+            elif name == b"connection":
+                connection = [token.lower().strip() for token in value.split(b",")]
+                if b"close" in connection:
+                    self.keep_alive = False
+                    has_connection_close = True
+            content.extend([name, b": ", value, b"\r\n"])
+
+        # Only [A-Za-z0-9._-] (see ``client_request_id``): nothing for uvicorn's checks to find.
+        content.extend((_REQUEST_ID_PREFIX, self.request_id.encode("ascii"), b"\r\n"))
+
+        if not self.keep_alive and not has_connection_close:
+            content.append(b"connection: close\r\n")
+
+        if (
+            self.chunked_encoding is None
+            and self.scope["method"] != "HEAD"
+            and status_code not in (204, 304)
+        ):
+            # Neither content-length nor transfer-encoding specified
+            self.chunked_encoding = True
+            content.append(b"transfer-encoding: chunked\r\n")
+
+        content.append(b"\r\n")
+        self.transport.write(b"".join(content))
+
+    def _write_response_body(self, message: Any) -> None:
+        """uvicorn's code for ``http.response.body`` (0.54.0)."""
+        body = message.get("body", b"")
+        more_body = message.get("more_body", False)
+
+        if self.scope["method"] == "HEAD":
+            self.expected_content_length = 0
+        elif self.chunked_encoding:
+            content = [b"%x\r\n" % len(body), body, b"\r\n"] if body else []
+            if not more_body:
+                content.append(b"0\r\n\r\n")
+            self.transport.write(b"".join(content))
+        else:
+            num_bytes = len(body)
+            if num_bytes > self.expected_content_length:
+                raise RuntimeError("Response content longer than Content-Length")
+            self.expected_content_length -= num_bytes
+            self.transport.write(body)
+
+        if not more_body:
+            if self.expected_content_length != 0:
+                raise RuntimeError("Response content shorter than Content-Length")
+            self.response_complete = True
+            self.message_event.set()
+            if not self.keep_alive:
+                self.transport.close()
+            self.on_response()
+
+
+def _nothing() -> None:
+    """What a finished cycle calls on a late response (uvicorn's ``lambda: None``)."""
+
+
+def cycle_class_for(request_telemetry: RequestTelemetry) -> type[TelemetryRequestCycle]:
+    """The cycle class with ``request_telemetry`` bound, one per worker."""
+
+    class ConfiguredRequestCycle(TelemetryRequestCycle):
+        pass
+
+    ConfiguredRequestCycle.request_telemetry = request_telemetry
+    return ConfiguredRequestCycle
