@@ -14,12 +14,18 @@ Subjects, in alternating rounds (minimum and median per request):
 - the bare app's ``/healthz`` on the stock protocol: the yardstick; its responses carry
   uvicorn's default ``server`` header as gunicorn's stock worker sends them, ours (all of
   them) only ``date``, as ``game-api serve`` sends them;
-- our ``/healthz``, ``/bench/me`` and ``/v1/me`` (memory backend, a cached key) as served;
-- our ``/healthz`` on the stock protocol: the share of the protocol's limits;
-- our ``/healthz`` without ``RequestTelemetryMiddleware``: the share of the request id, the
-  metrics and the access event (with ``--access-log``, access lines are rendered and written to
-  ``/dev/null`` as ``LOG_LEVEL=INFO`` would have them; by default they are off, as in
-  ``make bench``'s throughput part);
+- our ``/healthz``, ``/bench/me`` and ``/v1/me`` (memory backend, a cached key) as served: the
+  app built with ``edge_in_server``, each request noted by the protocol's request cycle
+  (``app.request_cycle``) and only a request with a body sent through the body limits;
+- ``/healthz, ASGI edge``: the app with the edge's two ASGI layers (``RequestTelemetryMiddleware``
+  and ``RequestLimitsMiddleware``) instead, as any other server would serve it: what moving
+  them into the server saves;
+- the same on uvicorn's stock protocol: the share of the protocol's limits;
+- ``/healthz, no edge``: the app without the layers on a protocol that does not do their work
+  either: the share of the request id, the metrics and the access event (with
+  ``--access-log``, access lines are rendered and written to ``/dev/null`` as
+  ``LOG_LEVEL=INFO`` would have them; by default they are off, as in ``make bench``'s
+  throughput part) and of the body limits;
 - with ``--redis-url``, also ``/v1/me`` on the redis backend and its yardstick
   ``/bench/me-redis-get`` (one raw ``GET``): both wait for Redis, so their times carry its
   round trip, but their instruction counts (``bench.instruction_cost``) do not.
@@ -59,13 +65,12 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from app.api.authentication import AUTHENTICATION_ATTRIBUTE, RouteAuthentication
-from app.api.request_telemetry import RequestTelemetryMiddleware
 from app.core.container import Container, build_container
 from app.core.log_setup import configure_access_log
 from app.core.resources import close_container_resources
 from app.main import create_app
 from app.repositories.memory import InMemoryApiKeyRepository, InMemoryEventLog
-from app.server_worker import ConnectionLimits, protocol_class_for
+from app.server_worker import ConnectionLimits, edge_in_server_of, protocol_class_for
 from bench.backends import bench_settings
 from bench.bare_app import app as bare_app
 from configs import Settings
@@ -184,15 +189,6 @@ def _request(path: str, key: str | None = None) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-def _without_request_telemetry(app: FastAPI) -> FastAPI:
-    app.user_middleware = [
-        middleware
-        for middleware in app.user_middleware
-        if middleware.cls is not RequestTelemetryMiddleware  # type: ignore[comparison-overlap]
-    ]
-    return app
-
-
 def _served_service(
     loop: asyncio.AbstractEventLoop, backend: str, redis_url: str
 ) -> tuple[Container, str, Settings]:
@@ -208,13 +204,14 @@ def _served_service(
     return container, key, settings
 
 
-def _app_over(container: Container) -> FastAPI:
-    """``create_app`` over ``container``, its key service resolved at once.
+def _app_over(container: Container, *, edge_in_server: bool = True) -> FastAPI:
+    """``create_app`` over ``container`` as ``game-api serve`` builds it (unless told to keep
+    the edge's ASGI layers), its key service resolved at once.
 
     An app resolves it through the wiring on its first authenticated request, and wiring is
     per module: by then another container wired for the next app would answer.
     """
-    app = create_app(container=container)
+    app = create_app(container=container, edge_in_server=edge_in_server)
     authentication: RouteAuthentication = getattr(app, AUTHENTICATION_ATTRIBUTE)
     authentication.resolved_service()
     return app
@@ -241,8 +238,11 @@ def measure(
     service = container.apikey_service()
     try:
         ours = _app_over(container)
-        bare_telemetry = _without_request_telemetry(_app_over(container))
-        limited = protocol_class_for(ConnectionLimits.from_settings(settings))
+        in_asgi_layer = _app_over(container, edge_in_server=False)
+        connection_limits = ConnectionLimits.from_settings(settings)
+        limited = protocol_class_for(connection_limits, edge_in_server_of(ours, settings))
+        # The protocol without a request cycle of ours: nothing notes requests left in-server.
+        limited_no_cycle = protocol_class_for(connection_limits)
         healthz = _request("/healthz")
         answers = Answers()
 
@@ -256,8 +256,12 @@ def measure(
         subjects: dict[str, tuple[list[Connection], bytes]] = {
             "bare app /healthz": (stock, healthz),
             "/healthz": (served(ours, limited), healthz),
-            "/healthz, stock protocol": (served(ours, HttpToolsProtocol), healthz),
-            "/healthz, no request telemetry": (served(bare_telemetry, limited), healthz),
+            "/healthz, ASGI edge": (served(in_asgi_layer, limited_no_cycle), healthz),
+            "/healthz, ASGI edge, stock protocol": (
+                served(in_asgi_layer, HttpToolsProtocol),
+                healthz,
+            ),
+            "/healthz, no edge": (served(ours, limited_no_cycle), healthz),
             "/bench/me": (served(ours, limited), _request("/bench/me")),
             "/v1/me": (served(ours, limited), _request("/v1/me", key)),
         }
@@ -265,12 +269,15 @@ def measure(
             on_redis, redis_key, _ = _served_service(loop, "redis", redis_url)
             containers.append(on_redis)
             with_redis = _app_over(on_redis)
+            on_redis_protocol = protocol_class_for(
+                connection_limits, edge_in_server_of(with_redis, settings)
+            )
             subjects["/v1/me (redis)"] = (
-                served(with_redis, limited),
+                served(with_redis, on_redis_protocol),
                 _request("/v1/me", redis_key),
             )
             subjects["/bench/me-redis-get"] = (
-                served(with_redis, limited),
+                served(with_redis, on_redis_protocol),
                 _request("/bench/me-redis-get"),
             )
         unknown = set(only) - set(subjects)
@@ -330,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for name in lows:
         print(
-            f"  {name:32s} {lows[name] / 1000:7.2f} µs  {medians[name] / 1000:7.2f} µs  "
+            f"  {name:38s} {lows[name] / 1000:7.2f} µs  {medians[name] / 1000:7.2f} µs  "
             f"x{lows[name] / bare:.3f}"
         )
     if "/v1/me" in lows and "/bench/me" in lows:

@@ -38,7 +38,8 @@ PAIRS = (
 MEMORY_SUBJECTS = (
     "bare app /healthz",
     "/healthz",
-    "/healthz, no request telemetry",
+    "/healthz, ASGI edge",
+    "/healthz, no edge",
     "/bench/me",
     "/v1/me",
 )
