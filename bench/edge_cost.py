@@ -280,6 +280,16 @@ def measure(
                 served(with_redis, on_redis_protocol),
                 _request("/bench/me-redis-get"),
             )
+            on_tiered, tiered_key, _ = _served_service(loop, "tiered", redis_url)
+            containers.append(on_tiered)
+            with_tiered = _app_over(on_tiered)
+            on_tiered_protocol = protocol_class_for(
+                connection_limits, edge_in_server_of(with_tiered, settings)
+            )
+            subjects["/v1/me (tiered)"] = (
+                served(with_tiered, on_tiered_protocol),
+                _request("/v1/me", tiered_key),
+            )
         unknown = set(only) - set(subjects)
         if unknown:
             raise SystemExit(

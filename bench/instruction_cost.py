@@ -33,6 +33,7 @@ PAIRS = (
     ("/healthz", "bare app /healthz"),
     ("/v1/me", "/bench/me"),
     ("/v1/me (redis)", "/bench/me-redis-get"),
+    ("/v1/me (tiered)", "/bench/me"),
 )
 """Each route with its yardstick: the ratio of their counts is printed."""
 MEMORY_SUBJECTS = (
@@ -43,7 +44,7 @@ MEMORY_SUBJECTS = (
     "/bench/me",
     "/v1/me",
 )
-REDIS_SUBJECTS = ("/v1/me (redis)", "/bench/me-redis-get")
+REDIS_SUBJECTS = ("/v1/me (redis)", "/bench/me-redis-get", "/v1/me (tiered)")
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
 
