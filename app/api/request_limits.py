@@ -17,7 +17,9 @@ will not read, and parsing the rest only to throw it away would be work done for
 
 A request without a body (a ``GET``) costs one pass over its header list and no extra wrapping;
 a body of announced, acceptable length is not wrapped either (the server never delivers more
-than ``Content-Length`` bytes).
+than ``Content-Length`` bytes). Under ``game-api serve`` the app is built without this layer and
+the worker's protocol puts it in front of the app only for a request that announces a body
+(``Content-Length`` or ``Transfer-Encoding``): a ``GET`` does not pass here at all.
 """
 
 from __future__ import annotations
