@@ -47,7 +47,7 @@ test-fast: install-dev
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy app configs
+	$(BIN)/mypy app configs bench
 	$(BIN)/lint-imports --no-cache
 
 bench: install-dev

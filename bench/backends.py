@@ -67,7 +67,7 @@ class BenchService:
     key_prefix: str
 
     def redis_client(self) -> Redis:
-        client = self.container.redis_client()
+        client: Redis | None = self.container.redis_client()
         if client is None:
             raise RuntimeError("no Redis client configured")
         return client

@@ -41,7 +41,8 @@ def local_cluster() -> Iterator[RedisClusterProcesses]:
         yield cluster
 
 
-def cluster_overrides(cluster: RedisClusterProcesses) -> dict[str, str]:
+def cluster_overrides(cluster: RedisClusterProcesses) -> dict[str, Any]:
+    """Settings for a service on ``cluster`` (``Any``: they go to ``open_service``'s overrides)."""
     return {"REDIS_TOPOLOGY": "cluster", "REDIS_CLUSTER_NODES": cluster.seeds}
 
 

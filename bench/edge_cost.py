@@ -266,30 +266,26 @@ def measure(
             "/v1/me": (served(ours, limited), _request("/v1/me", key)),
         }
         if redis_url is not None:
-            on_redis, redis_key, _ = _served_service(loop, "redis", redis_url)
-            containers.append(on_redis)
-            with_redis = _app_over(on_redis)
-            on_redis_protocol = protocol_class_for(
-                connection_limits, edge_in_server_of(with_redis, settings)
-            )
-            subjects["/v1/me (redis)"] = (
-                served(with_redis, on_redis_protocol),
-                _request("/v1/me", redis_key),
-            )
-            subjects["/bench/me-redis-get"] = (
-                served(with_redis, on_redis_protocol),
-                _request("/bench/me-redis-get"),
-            )
-            on_tiered, tiered_key, _ = _served_service(loop, "tiered", redis_url)
-            containers.append(on_tiered)
-            with_tiered = _app_over(on_tiered)
-            on_tiered_protocol = protocol_class_for(
-                connection_limits, edge_in_server_of(with_tiered, settings)
-            )
-            subjects["/v1/me (tiered)"] = (
-                served(with_tiered, on_tiered_protocol),
-                _request("/v1/me", tiered_key),
-            )
+
+            def on_backend(backend: str) -> tuple[list[Connection], list[Connection], str]:
+                """Two sets of connections to a server of ``backend`` and its issued key."""
+                container_of_backend, backend_key, _ = _served_service(loop, backend, redis_url)
+                containers.append(container_of_backend)
+                app_of_backend = _app_over(container_of_backend)
+                protocol = protocol_class_for(
+                    connection_limits, edge_in_server_of(app_of_backend, settings)
+                )
+                return (
+                    served(app_of_backend, protocol),
+                    served(app_of_backend, protocol),
+                    backend_key,
+                )
+
+            on_redis, on_redis_too, redis_key = on_backend("redis")
+            subjects["/v1/me (redis)"] = (on_redis, _request("/v1/me", redis_key))
+            subjects["/bench/me-redis-get"] = (on_redis_too, _request("/bench/me-redis-get"))
+            on_tiered, _, tiered_key = on_backend("tiered")
+            subjects["/v1/me (tiered)"] = (on_tiered, _request("/v1/me", tiered_key))
         unknown = set(only) - set(subjects)
         if unknown:
             raise SystemExit(
