@@ -7,9 +7,11 @@ import socket
 import socketserver
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from tests.support.redis_server import free_port
 from tests.support.tcp_proxy import ProxyState, ThreadedTcpProxy
 
 # How long a test waits to see that nothing arrives over a hung link. A broken proxy that
@@ -208,3 +210,15 @@ def test_an_unreachable_target_resets_the_client(echo: EchoServer) -> None:
         dead_port = placeholder.getsockname()[1]  # bound, never listening: refused
         with ThreadedTcpProxy("127.0.0.1", dead_port, name="dead") as proxy:
             assert new_connection_is_reset(proxy)
+
+
+def test_free_ports_lie_below_the_range_outgoing_connections_draw_from() -> None:
+    """A proxy is stopped and started again on its port; a port from the outgoing range could
+    be taken in between by any client connection's local end."""
+    first_outgoing = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {free_port() for _ in range(20)}
+
+    assert all(port < first_outgoing for port in ports)
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", port))  # free when handed out

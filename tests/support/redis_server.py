@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -11,11 +12,34 @@ import tempfile
 import time
 from pathlib import Path
 
+# Where a port is chosen for a server a test starts (or stops and starts again, as the partition
+# proxies do): below the kernel's range for the local ends of outgoing connections, so that no
+# client connection made in between can take it. A port from ``bind(0)`` comes from that very
+# range, and once in a while a connection to Redis or PostgreSQL took one before its server was
+# up ("address already in use").
+_OUTGOING_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_PORT = 10_000
+
+
+def _first_outgoing_port() -> int:
+    try:
+        return int(_OUTGOING_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default
+
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on now, outside the range outgoing connections draw from."""
+    highest = _first_outgoing_port() - 1
+    for _ in range(200):
+        port = random.randint(_LOWEST_PORT, highest) if highest > _LOWEST_PORT else 0
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use: another server of this run, or a service of the machine's
+            return int(sock.getsockname()[1])
+    raise RuntimeError(f"no free port found between {_LOWEST_PORT} and {highest}")
 
 
 def _answers(port: int) -> bool:
