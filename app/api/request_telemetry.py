@@ -47,19 +47,22 @@ from app.core.log_setup import REQUEST_ID, access_log
 
 REQUEST_ID_HEADER = b"x-request-id"
 CLIENT_CLOSED_REQUEST = 499
-_VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
+VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
+"""What a client's ``X-Request-ID`` must be (whole) to be kept."""
 _clock = time.perf_counter
 _IDS_PER_BATCH = 64
-_fresh_ids: list[str] = []
+fresh_request_ids: list[str] = []
+"""Ids made and not yet handed out; ``new_request_id`` refills it. The served request's cycle
+pops from it itself (``app.request_cycle``) and calls ``new_request_id`` only when it is empty."""
 # A worker forked with ids in hand must not hand out the same ones as its siblings.
-os.register_at_fork(after_in_child=_fresh_ids.clear)
+os.register_at_fork(after_in_child=fresh_request_ids.clear)
 
 
 def client_request_id(headers: list[tuple[bytes, bytes]]) -> str | None:
     """The client's ``X-Request-ID`` (the first one sent) when it is acceptable, else ``None``."""
     for name, value in headers:
         if name == REQUEST_ID_HEADER:
-            return value.decode("ascii") if _VALID_REQUEST_ID.fullmatch(value) else None
+            return value.decode("ascii") if VALID_REQUEST_ID.fullmatch(value) else None
     return None
 
 
@@ -70,10 +73,12 @@ def new_request_id() -> str:
     ``pop``: per request, that is a fraction of making one id from its own bits.
     """
     try:
-        return _fresh_ids.pop()
+        return fresh_request_ids.pop()
     except IndexError:
         digits = random.randbytes(16 * _IDS_PER_BATCH).hex()
-        _fresh_ids.extend([digits[start : start + 32] for start in range(32, len(digits), 32)])
+        fresh_request_ids.extend(
+            [digits[start : start + 32] for start in range(32, len(digits), 32)]
+        )
         return digits[:32]
 
 

@@ -106,7 +106,7 @@ FLUSH_INTERVAL_SECONDS = 0.025
 """How long noted requests wait before they are written to the metric files."""
 SCRAPE_WAIT_SECONDS = 2 * FLUSH_INTERVAL_SECONDS
 """How long a scrape waits, after its own worker's flush, for every other worker's."""
-_MAX_PENDING = 4_096
+MAX_PENDING = 4_096
 """Noted requests written at once, whatever the interval: a bound on the list."""
 
 
@@ -235,9 +235,11 @@ class Telemetry:
             for result in ("hit", "miss"):
                 self.cache_lookups.labels(tier, result)
         self.cache_sync: CacheCounterSync | None = None
-        # What was counted since the last flush: route, method, status, seconds, outcome.
-        self._pending_requests: list[tuple[object, str, int, float, str | None]] = []
-        self._flush_timer: asyncio.TimerHandle | None = None
+        # What was counted since the last flush: route, method, status, seconds, outcome. The
+        # served request's cycle appends to it itself (``app.request_cycle``), then calls
+        # ``after_note`` only when no flush is due or the list is full: a call less per request.
+        self.pending_requests: list[tuple[object, str, int, float, str | None]] = []
+        self.flush_timer: asyncio.TimerHandle | None = None
 
     def set_revocation_log_lag(self, seconds: float) -> None:
         """How far behind this worker's copy of the revocation log is, in seconds."""
@@ -254,11 +256,17 @@ class Telemetry:
         metric files at the next flush (see the module docstring): one ``append`` on the
         request's path instead of five locked writes.
         """
-        pending = self._pending_requests
+        pending = self.pending_requests
         pending.append((route, method, status, seconds, outcome))
-        if self._flush_timer is None:
+        if self.flush_timer is None or len(pending) >= MAX_PENDING:
+            self.after_note()
+
+    def after_note(self) -> None:
+        """After a request was appended to ``pending_requests``: schedule the flush when none is
+        due, or write at once when the list is full."""
+        if self.flush_timer is None:
             self._schedule_flush()
-        elif len(pending) >= _MAX_PENDING:
+        elif len(self.pending_requests) >= MAX_PENDING:
             self.flush()
 
     def _schedule_flush(self) -> None:
@@ -267,14 +275,14 @@ class Telemetry:
         except RuntimeError:  # no loop (a tool, a test): write at once
             self.flush()
             return
-        self._flush_timer = loop.call_later(self._flush_interval, self.flush)
+        self.flush_timer = loop.call_later(self._flush_interval, self.flush)
 
     def flush(self) -> None:
         """Write what was counted since the last flush: each counter and bucket once."""
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
-        requests, self._pending_requests = self._pending_requests, []
+        if self.flush_timer is not None:
+            self.flush_timer.cancel()
+            self.flush_timer = None
+        requests, self.pending_requests = self.pending_requests, []
         # Grouped by the route's identity: Starlette's routes define ``==`` and are unhashable.
         groups: dict[tuple[int, str, int], tuple[object, list[float]]] = {}
         outcomes: dict[str, int] = {}
