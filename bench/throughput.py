@@ -13,18 +13,26 @@ ours is measured beside the best that could be done for the same answer, in the 
   everything our app puts around a trivial route.
 
 Endpoints alternate round by round so that noise from the rest of the machine falls on all of
-them alike; both servers are up throughout, and only the one under load does any work.
+them alike, in the opposite order every other round so that a drift during a round does too;
+both servers are up throughout, and only the one under load does any work. Each ratio is the
+median of the per-round ratios, each of an endpoint and its yardstick loaded one after the other:
+the machine's speed changes from second to second, and a pair a second apart shares most of it.
+
+On a machine of two or more cores the servers' workers run on one half of the cores and wrk and
+Redis on the other (``bench.cores``), so that a ratio measures the servers and not where the
+scheduler put them.
 """
 
 from __future__ import annotations
 
 import statistics
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 from app.api.bench_routes import RAW_GET_KEY_SUFFIX
 from bench.backends import ALL_BACKENDS, backend_exists, unique_prefix
+from bench.cores import CoreSplit
 from bench.redis_keys import delete_prefix, seed
 from bench.results import Check, SectionResult, fmt_ratio
 from bench.servers import (
@@ -91,7 +99,20 @@ def _median_of(results: list[LoadResult]) -> dict[str, Any]:
     }
 
 
-def measure_backend(backend: str, redis_url: str, seconds: float, rounds: int) -> dict[str, Any]:
+def round_order(endpoints: list[Endpoint], round_number: int) -> list[Endpoint]:
+    """The endpoints in their order on even rounds, reversed on odd ones: each stays next to its
+    yardstick, and neither always goes first."""
+    return endpoints if round_number % 2 == 0 else endpoints[::-1]
+
+
+def measure_backend(
+    backend: str,
+    redis_url: str,
+    seconds: float,
+    rounds: int,
+    split: CoreSplit | None = None,
+    redis_pid: int | None = None,
+) -> dict[str, Any]:
     prefix = unique_prefix(f"e2e-{backend}")
     endpoints = endpoints_for(backend)
     settings = server_settings(
@@ -104,8 +125,10 @@ def measure_backend(backend: str, redis_url: str, seconds: float, rounds: int) -
         bare = BareAppServer(workers=2)
         api_key = server.create_admin_key()
         with ExitStack() as stack:
-            stack.enter_context(server)
-            stack.enter_context(bare)
+            start_on = None if split is None else stack.enter_context(split.applied(redis_pid))
+            with nullcontext() if start_on is None else start_on.serving():
+                stack.enter_context(server)
+                stack.enter_context(bare)
             for each in (server, bare):
                 wait_for_workers(each)
 
@@ -124,8 +147,8 @@ def measure_backend(backend: str, redis_url: str, seconds: float, rounds: int) -
 
             for endpoint in endpoints:
                 load(endpoint, WARMUP_SECONDS)
-            for _ in range(rounds):
-                for endpoint in endpoints:
+            for round_number in range(rounds):
+                for endpoint in round_order(endpoints, round_number):
                     measured[endpoint.kind].append(load(endpoint, seconds))
     finally:
         delete_prefix(redis_url, prefix)
@@ -134,12 +157,7 @@ def measure_backend(backend: str, redis_url: str, seconds: float, rounds: int) -
         figures = data[endpoint.kind]
         figures["path"] = endpoint.path
         figures["against"] = endpoint.yardstick
-        figures["ratio"] = (
-            None
-            if endpoint.yardstick is None
-            else ratio(figures["rps"], data[endpoint.yardstick]["rps"])
-        )
-        # Round by round (the two ran seconds apart): how far the machine's noise moves it.
+        # Round by round, each ratio of two runs one after the other.
         figures["round_ratios"] = (
             []
             if endpoint.yardstick is None
@@ -150,13 +168,25 @@ def measure_backend(backend: str, redis_url: str, seconds: float, rounds: int) -
                 )
             ]
         )
+        figures["ratio"] = (
+            None if endpoint.yardstick is None else statistics.median(figures["round_ratios"])
+        )
+        figures["ratio_of_medians"] = (
+            None
+            if endpoint.yardstick is None
+            else ratio(figures["rps"], data[endpoint.yardstick]["rps"])
+        )
     return data
 
 
 def _spread(ratios: list[float]) -> str:
+    """The middle half of the per-round ratios, then the extremes."""
     if not ratios:
         return "-"
-    return f"{statistics.median(ratios):.2f} ({min(ratios):.2f} to {max(ratios):.2f})"
+    if len(ratios) < 2:
+        return f"{ratios[0]:.2f}"
+    low, _, high = statistics.quantiles(ratios, n=4)
+    return f"{low:.2f} to {high:.2f} ({min(ratios):.2f} to {max(ratios):.2f})"
 
 
 def checks_for(backends: dict[str, dict[str, Any]]) -> list[Check]:
@@ -171,13 +201,12 @@ def checks_for(backends: dict[str, dict[str, Any]]) -> list[Check]:
                 ">=",
             )
         )
-    ours = [r["rps"] for data in backends.values() for r in data[HEALTHZ]["rounds"]]
-    bare = [r["rps"] for data in backends.values() for r in data[BARE_HEALTHZ]["rounds"]]
-    if ours and bare:
+    healthz = [each for data in backends.values() for each in data[HEALTHZ]["round_ratios"]]
+    if healthz:
         checks.append(
             Check(
                 "/healthz / bare FastAPI app's /healthz throughput (all rounds)",
-                ratio(statistics.median(ours), statistics.median(bare)),
+                statistics.median(healthz),
                 SHARE_TARGET,
                 ">=",
             )
@@ -185,7 +214,9 @@ def checks_for(backends: dict[str, dict[str, Any]]) -> list[Check]:
     return checks
 
 
-def run(redis_url: str, seconds: float, rounds: int) -> SectionResult:
+def run(redis_url: str, seconds: float, rounds: int, redis_pid: int | None = None) -> SectionResult:
+    """Part 2 of ``make bench``; ``redis_pid``: the benchmark's Redis, moved to wrk's cores."""
+    split = CoreSplit.of_this_process()
     section = SectionResult(
         key="throughput",
         title=TITLE,
@@ -195,7 +226,15 @@ def run(redis_url: str, seconds: float, rounds: int) -> SectionResult:
             "under gunicorn -k uvicorn_worker.UvicornWorker --workers 2. wrk -t1 "
             f"-c{CONNECTIONS} --latency from another process; {rounds} round(s) of "
             f"{seconds:.0f} s per endpoint, endpoints alternating, after a "
-            f"{WARMUP_SECONDS:.0f} s warm-up each; medians over rounds. Yardsticks: /v1/me "
+            f"{WARMUP_SECONDS:.0f} s warm-up each, in the opposite order every other round. "
+            + (
+                "No core split (a single core): servers, wrk and Redis share it. "
+                if split is None
+                else f"Cores: {split.describe()}. "
+            )
+            + "Requests/s, p50 and p99 are medians over rounds; a ratio is the median of the "
+            "per-round ratios of an endpoint and its yardstick, run one after the other. "
+            "Yardsticks: /v1/me "
             "against /bench/me (same signature, response model and body, no authentication) "
             "or, for redis, /bench/me-redis-get (the same plus one raw Redis GET); our /healthz "
             "against the bare app's. The workers share one socket and accept greedily, so "
@@ -209,8 +248,8 @@ def run(redis_url: str, seconds: float, rounds: int) -> SectionResult:
             "p50",
             "p99",
             "against",
-            "ratio",
-            "per-round ratios: median (min to max)",
+            "ratio (median per round)",
+            "per-round ratios: middle half (min to max)",
             "connections per worker",
         ],
     )
@@ -219,7 +258,7 @@ def run(redis_url: str, seconds: float, rounds: int) -> SectionResult:
         if not backend_exists(backend):
             section.notes.append(f"{backend}: skipped (no such backend in this checkout).")
             continue
-        data = measure_backend(backend, redis_url, seconds, rounds)
+        data = measure_backend(backend, redis_url, seconds, rounds, split, redis_pid)
         backends[backend] = data
         for kind, figures in data.items():
             section.rows.append(

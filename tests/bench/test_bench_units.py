@@ -1,13 +1,24 @@
-"""The benchmark's small pure pieces: targets, wrk's summary line, connection balance, JSON."""
+"""The benchmark's small pure pieces: targets, wrk's summary line, connection balance, JSON,
+the throughput part's round order and statistics."""
 
 from __future__ import annotations
 
 import json
 import math
+import statistics
+from typing import Any
 
 from bench.report import render_json
 from bench.results import Check, SectionResult
 from bench.stats import Distribution
+from bench.throughput import (
+    AUTHENTICATED,
+    CEILING_ROUTE,
+    HEALTHZ,
+    checks_for,
+    endpoints_for,
+    round_order,
+)
 from bench.wrk import balanced, parse
 
 
@@ -49,3 +60,33 @@ def test_results_json_has_no_infinity() -> None:
     )
     document = json.loads(render_json({"date": "today"}, "quick", 1.0, [section]))
     assert document["sections"]["demo"]["data"]["ratio"] is None
+
+
+def test_each_endpoint_stays_beside_its_yardstick_in_both_orders() -> None:
+    endpoints = endpoints_for("memory")
+    for round_number in (0, 1):
+        order = [endpoint.kind for endpoint in round_order(endpoints, round_number)]
+        for endpoint in endpoints:
+            if endpoint.yardstick is not None:
+                assert abs(order.index(endpoint.kind) - order.index(endpoint.yardstick)) == 1
+    assert round_order(endpoints, 1) == endpoints[::-1]
+
+
+def test_the_healthz_target_is_the_median_of_its_per_round_ratios() -> None:
+    """Rounds a second apart share the machine's speed; the median of their ratios is what is
+    judged, not the ratio of medians taken over rounds that ran at different speeds."""
+
+    def backend(healthz: list[float], me: list[float]) -> dict[str, Any]:
+        return {
+            AUTHENTICATED: {"against": CEILING_ROUTE, "ratio": statistics.median(me)},
+            HEALTHZ: {"round_ratios": healthz},
+        }
+
+    checks = checks_for(
+        {"memory": backend([0.90, 0.99, 0.96], [0.97]), "tiered": backend([0.97, 1.2], [0.93])}
+    )
+    by_target = {check.target: check for check in checks}
+    assert by_target["memory: /v1/me / ceiling route (/bench/me) throughput"].status == "pass"
+    assert by_target["tiered: /v1/me / ceiling route (/bench/me) throughput"].status == "short"
+    healthz = by_target["/healthz / bare FastAPI app's /healthz throughput (all rounds)"]
+    assert healthz.measured == 0.97
