@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from app.clients.redis_topologies import build_cluster_client
+from app.core import log_setup
 from app.services.redis_cache_backend import RedisApiKeyCacheBackend
 from tests.support.containers import containers
 from tests.support.redis_cluster import RedisClusterProcesses
@@ -74,6 +75,16 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     # A Redis-backed cache needs a record-signing secret; the tests' own, as a deployment's.
     monkeypatch.delenv("APIKEY_CACHE_HMAC_PREVIOUS_SECRETS", raising=False)
     monkeypatch.setenv("APIKEY_CACHE_HMAC_SECRET", TEST_HMAC_SECRET)
+
+
+@pytest.fixture(autouse=True)
+def _access_log_not_inherited() -> Iterator[None]:
+    """A test that runs the CLI configures logging for the whole process, as the CLI must, and
+    leaves the access log writing to the test's captured stream, which is closed once the test
+    ends. An app built by a later test takes the writer it finds (apps resolve it once), so its
+    access lines would go to a closed stream: back to unconfigured after every test."""
+    yield
+    log_setup.reset_access_log()
 
 
 @pytest.fixture(scope="session")
