@@ -296,11 +296,13 @@ class ApiKeyService:
         local_view = self._local_view
         if local_view is None or len(plaintext) != KEY_LENGTH:
             return None
+        # One clock read for the lease and for the entry's expiry.
+        now = _monotonic()
         follower = self._follower
-        if follower is not None and follower.lease_until <= _monotonic():
+        if follower is not None and follower.lease_until <= now:
             return None
         cache_key = _sha256(plaintext.encode()).hexdigest()
-        cached = local_view.peek(cache_key)
+        cached = local_view.peek_at(cache_key, now)
         if cached is None or not cached.active:
             return None
         known = self._known_key(cached.apiKey)

@@ -30,7 +30,7 @@ _monotonic = time.monotonic
 class BoundedTtlMap(Generic[K, V]):
     """Bounded LRU with monotonic-clock expiry; see the module docstring for why."""
 
-    __slots__ = ("_entries", "_expiring", "_max_entries", "get")
+    __slots__ = ("_entries", "_expiring", "_max_entries", "get", "get_at")
 
     def __init__(self, max_entries: int, *, expiring: bool = True) -> None:
         """``expiring=False``: entries live until evicted (the record memo), and ``get`` saves
@@ -42,6 +42,37 @@ class BoundedTtlMap(Generic[K, V]):
         self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
         # The lookup as a closure over the dict: one call, no attribute look-ups, on every hit.
         self.get: Callable[[K], V | None] = self._make_get()
+        # The same, judged at a monotonic instant the caller has read already (the request path
+        # reads the clock once for its lease and for the entry's expiry: a clock read costs as
+        # much as the dict lookup).
+        self.get_at: Callable[[K, float], V | None] = self._make_get_at()
+
+    def _make_get_at(self) -> Callable[[K, float], V | None]:
+        entries = self._entries
+        lookup = entries.get
+        touch = entries.move_to_end
+
+        if not self._expiring:
+            get = self.get
+
+            def get_unexpiring_at(key: K, now: float) -> V | None:
+                """The value under ``key`` (marked recently used), else ``None``."""
+                return get(key)
+
+            return get_unexpiring_at
+
+        def get_at(key: K, now: float) -> V | None:
+            """The value under ``key`` live at ``now`` (marked recently used), else ``None``."""
+            item = lookup(key)
+            if item is None:
+                return None
+            if item[0] <= now:
+                del entries[key]
+                return None
+            touch(key)
+            return item[1]
+
+        return get_at
 
     def _make_get(self) -> Callable[[K], V | None]:
         entries = self._entries

@@ -72,9 +72,12 @@ class LocalView(Protocol):
     tiered backend: while its invalidation listener is healthy); otherwise ``None``, and the
     caller takes the ordinary ``get`` path. Read the attribute on every use: a backend swaps it
     when trust changes (the tiered L1 does), so a hit is one attribute read and one call.
+    ``peek_at`` is the same judged at a monotonic instant the caller has just read
+    (``time.monotonic``), for a caller that needs the clock anyway.
     """
 
     peek: Callable[[str], SimpleNamespace | None]
+    peek_at: Callable[[str, float], SimpleNamespace | None]
 
 
 @runtime_checkable

@@ -33,6 +33,11 @@ def _nothing(cache_key: str) -> SimpleNamespace | None:
     return None
 
 
+def _nothing_at(cache_key: str, now: float) -> SimpleNamespace | None:
+    """``peek_at`` of an untrusted L1: never an answer."""
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class FillTicket:
     """Taken before a shared-tier read; says whether the result may still go into the L1."""
@@ -53,6 +58,7 @@ class LocalTier:
         self._entries: BoundedTtlMap[str, SimpleNamespace] = BoundedTtlMap(max_entries)
         self._get = self._entries.get
         self.peek: Callable[[str], SimpleNamespace | None] = _nothing
+        self.peek_at: Callable[[str, float], SimpleNamespace | None] = _nothing_at
         self._trusted = False
         self._epoch = 0
         self._flushed_at = 0
@@ -75,6 +81,7 @@ class LocalTier:
         # map's own lookup while trusted, an answer of "nothing here" otherwise.
         self._trusted = value
         self.peek = self._get if value else _nothing
+        self.peek_at = self._entries.get_at if value else _nothing_at
 
     @property
     def max_entries(self) -> int:

@@ -101,3 +101,17 @@ def test_one_instance_survives_two_event_loops_with_contention() -> None:
 def test_max_entries_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_entries"):
         InMemoryApiKeyCacheBackend(max_entries=0)
+
+
+async def test_a_peek_at_an_instant_judges_expiry_at_that_instant(clock: FakeMonotonic) -> None:
+    """The request path reads the clock once and hands the instant to ``peek_at``: the entry's
+    expiry is judged at that instant, exactly as ``peek`` judges it at its own clock read."""
+    backend = InMemoryApiKeyCacheBackend()
+    await backend.set("k", SimpleNamespace(apiKey="game_A", active=True), 10)
+    expires_at = clock.now + 10
+
+    assert backend.peek_at("k", expires_at - 0.001) is not None
+    assert len(backend) == 1
+    assert backend.peek_at("k", expires_at) is None
+    assert len(backend) == 0, "an entry found expired is removed, as by peek"
+    assert backend.peek_at("absent", clock.now) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -120,3 +121,18 @@ def test_an_invalidation_message_round_trips() -> None:
 )
 def test_foreign_messages_are_not_invalidations(raw: object) -> None:
     assert decode_invalidation(raw) is None
+
+
+def test_peek_at_answers_only_while_trusted_and_judges_expiry_at_the_instant(
+    tier: LocalTier,
+) -> None:
+    now = time.monotonic()
+    assert tier.end_fill(KEY, tier.begin_fill(KEY), VALUE, 30) is True
+
+    peeked = tier.peek_at(KEY, now)
+    assert peeked is not None and vars(peeked) == vars(VALUE)
+    tier.trusted = False
+    assert tier.peek_at(KEY, now) is None, "an untrusted L1 answers nothing"
+    tier.trusted = True
+    assert tier.peek_at(KEY, now + 31) is None, "past the entry's TTL at the instant handed in"
+    assert len(tier) == 0
