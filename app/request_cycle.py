@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from starlette.types import Scope
 from uvicorn._types import ASGI3Application, ASGISendEvent
@@ -142,11 +142,93 @@ class TelemetryRequestCycle(RequestResponseCycle):
         if not self.response_started:
             if message["type"] != "http.response.start":
                 return _parent_send(self, message)
-            self._write_response_head(message)
+            # uvicorn's code for ``http.response.start`` (0.54.0), plus the count and the id.
+            self.response_started = True
+            self.waiting_for_100_continue = False
+
+            status_code = message["status"]
+            self._count_response(status_code)
+            headers = self.default_headers + list(message.get("headers", []))
+
+            if self.access_log:
+                self.access_logger.info(
+                    '%s - "%s %s HTTP/%s" %d',
+                    get_client_addr(self.scope),
+                    self.scope["method"],
+                    get_path_with_query_string(self.scope),
+                    self.scope["http_version"],
+                    status_code,
+                )
+
+            content = [STATUS_LINE[status_code]]
+            has_connection_close = False
+
+            for name, value in headers:
+                if HEADER_RE.search(name):
+                    raise RuntimeError("Invalid HTTP header name.")
+                if HEADER_VALUE_RE.search(value):
+                    raise RuntimeError("Invalid HTTP header value.")
+
+                name = name.lower()
+                if name == b"content-length" and self.chunked_encoding is None:
+                    self.expected_content_length = int(value.decode())
+                    self.chunked_encoding = False
+                elif name == b"transfer-encoding" and value.lower() == b"chunked":
+                    self.expected_content_length = 0
+                    self.chunked_encoding = True
+                elif name == b"connection":
+                    connection = [token.lower().strip() for token in value.split(b",")]
+                    if b"close" in connection:
+                        self.keep_alive = False
+                        has_connection_close = True
+                content.extend([name, b": ", value, b"\r\n"])
+
+            # Only [A-Za-z0-9._-] (see ``client_request_id``): nothing for uvicorn's checks to find.
+            content.extend((_REQUEST_ID_PREFIX, self.request_id.encode("ascii"), b"\r\n"))
+
+            if not self.keep_alive and not has_connection_close:
+                content.append(b"connection: close\r\n")
+
+            if (
+                self.chunked_encoding is None
+                and self.scope["method"] != "HEAD"
+                and status_code not in (204, 304)
+            ):
+                # Neither content-length nor transfer-encoding specified
+                self.chunked_encoding = True
+                content.append(b"transfer-encoding: chunked\r\n")
+
+            content.append(b"\r\n")
+            self.transport.write(b"".join(content))
             return self.done  # type: ignore[return-value]  # bound at connection_made
         if self.response_complete or message["type"] != "http.response.body":
             return _parent_send(self, message)
-        self._write_response_body(message)
+        # uvicorn's code for ``http.response.body`` (0.54.0).
+        body = message.get("body", b"")
+        more_body = message.get("more_body", False)
+
+        if self.scope["method"] == "HEAD":
+            self.expected_content_length = 0
+        elif self.chunked_encoding:
+            content = [b"%x\r\n" % len(body), body, b"\r\n"] if body else []
+            if not more_body:
+                content.append(b"0\r\n\r\n")
+            self.transport.write(b"".join(content))
+        else:
+            num_bytes = len(body)
+            if num_bytes > self.expected_content_length:
+                raise RuntimeError("Response content longer than Content-Length")
+            self.expected_content_length -= num_bytes
+            self.transport.write(body)
+
+        if not more_body:
+            if self.expected_content_length != 0:
+                raise RuntimeError("Response content shorter than Content-Length")
+            self.response_complete = True
+            self.message_event.set()
+            if not self.keep_alive:
+                self.transport.close()
+            self.on_response()
         return self.done  # type: ignore[return-value]
 
     async def _send_when_writable(self, message: ASGISendEvent) -> None:
@@ -180,94 +262,6 @@ class TelemetryRequestCycle(RequestResponseCycle):
             )
             if metrics.flush_timer is None or len(pending) >= MAX_PENDING:
                 metrics.after_note()
-
-    def _write_response_head(self, message: Any) -> None:
-        """uvicorn's code for ``http.response.start`` (0.54.0), plus the count and the id."""
-        self.response_started = True
-        self.waiting_for_100_continue = False
-
-        status_code = message["status"]
-        self._count_response(status_code)
-        headers = self.default_headers + list(message.get("headers", []))
-
-        if self.access_log:
-            self.access_logger.info(
-                '%s - "%s %s HTTP/%s" %d',
-                get_client_addr(self.scope),
-                self.scope["method"],
-                get_path_with_query_string(self.scope),
-                self.scope["http_version"],
-                status_code,
-            )
-
-        content = [STATUS_LINE[status_code]]
-        has_connection_close = False
-
-        for name, value in headers:
-            if HEADER_RE.search(name):
-                raise RuntimeError("Invalid HTTP header name.")
-            if HEADER_VALUE_RE.search(value):
-                raise RuntimeError("Invalid HTTP header value.")
-
-            name = name.lower()
-            if name == b"content-length" and self.chunked_encoding is None:
-                self.expected_content_length = int(value.decode())
-                self.chunked_encoding = False
-            elif name == b"transfer-encoding" and value.lower() == b"chunked":
-                self.expected_content_length = 0
-                self.chunked_encoding = True
-            elif name == b"connection":
-                connection = [token.lower().strip() for token in value.split(b",")]
-                if b"close" in connection:
-                    self.keep_alive = False
-                    has_connection_close = True
-            content.extend([name, b": ", value, b"\r\n"])
-
-        # Only [A-Za-z0-9._-] (see ``client_request_id``): nothing for uvicorn's checks to find.
-        content.extend((_REQUEST_ID_PREFIX, self.request_id.encode("ascii"), b"\r\n"))
-
-        if not self.keep_alive and not has_connection_close:
-            content.append(b"connection: close\r\n")
-
-        if (
-            self.chunked_encoding is None
-            and self.scope["method"] != "HEAD"
-            and status_code not in (204, 304)
-        ):
-            # Neither content-length nor transfer-encoding specified
-            self.chunked_encoding = True
-            content.append(b"transfer-encoding: chunked\r\n")
-
-        content.append(b"\r\n")
-        self.transport.write(b"".join(content))
-
-    def _write_response_body(self, message: Any) -> None:
-        """uvicorn's code for ``http.response.body`` (0.54.0)."""
-        body = message.get("body", b"")
-        more_body = message.get("more_body", False)
-
-        if self.scope["method"] == "HEAD":
-            self.expected_content_length = 0
-        elif self.chunked_encoding:
-            content = [b"%x\r\n" % len(body), body, b"\r\n"] if body else []
-            if not more_body:
-                content.append(b"0\r\n\r\n")
-            self.transport.write(b"".join(content))
-        else:
-            num_bytes = len(body)
-            if num_bytes > self.expected_content_length:
-                raise RuntimeError("Response content longer than Content-Length")
-            self.expected_content_length -= num_bytes
-            self.transport.write(body)
-
-        if not more_body:
-            if self.expected_content_length != 0:
-                raise RuntimeError("Response content shorter than Content-Length")
-            self.response_complete = True
-            self.message_event.set()
-            if not self.keep_alive:
-                self.transport.close()
-            self.on_response()
 
 
 def _nothing() -> None:

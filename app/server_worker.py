@@ -146,7 +146,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             _parent_data_received(self, data)
             return
         if self._header_phase_began is None:
-            self._begin_header_phase()  # the first bytes of a request after keep-alive
+            # The first bytes of a request after keep-alive: its header phase begins. The timer
+            # is usually armed already (``_begin_header_phase`` written out: a call less).
+            if self._header_deadline is None:
+                self._begin_header_phase()
+            else:
+                self._header_phase_began = self.loop.time()
         header_bytes = self._header_bytes + len(data)
         if header_bytes <= self.limits.max_header_bytes:
             # The usual read: all of it fits in what the header block may still take.
@@ -199,16 +204,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         cycle_class = self.cycle_class
         if cycle_class is None:
             _parent_on_headers_complete(self)
-        else:
-            self._start_request(cycle_class)
-
-    def _start_request(self, cycle_class: type[TelemetryRequestCycle]) -> None:
-        """uvicorn's ``on_headers_complete`` (0.54.0), building the request's cycle from
-        ``cycle_class``: uvicorn names its own class inside the method, and setting the class
-        of the cycle it built afterwards would turn the cycle's attributes into a plain dict
-        (Python 3.11), which made every access to them about twice as slow. A request that
-        announces a body goes to the app through ``RequestLimitsMiddleware``; the header
-        limits it would also check are this protocol's own."""
+            return
+        # uvicorn's ``on_headers_complete`` (0.54.0), building the request's cycle from
+        # ``cycle_class``: uvicorn names its own class inside the method, and setting the
+        # class of the cycle it built afterwards would turn the cycle's attributes into a
+        # plain dict (Python 3.11), which made every access to them about twice as slow. A
+        # request that announces a body goes to the app through ``RequestLimitsMiddleware``;
+        # the header limits it would also check are this protocol's own.
         announces_body = self._announces_body
         if announces_body:
             self._announces_body = False
