@@ -68,17 +68,31 @@ class CoreSplit:
 class StartOn:
     """Handed out by ``CoreSplit.applied``: where the processes started next will run."""
 
-    def __init__(self, split: CoreSplit) -> None:
+    def __init__(self, split: CoreSplit | None) -> None:
         self._split = split
 
     @contextmanager
     def serving(self) -> Iterator[None]:
-        """Processes started inside run on the serving cores (and their children after them)."""
+        """Processes started inside run on the serving cores (and their children after them);
+        anywhere when there is no split."""
+        if self._split is None:
+            yield
+            return
         os.sched_setaffinity(0, self._split.serving)
         try:
             yield
         finally:
             os.sched_setaffinity(0, self._split.loading)
+
+
+@contextmanager
+def applied(split: CoreSplit | None, redis_pid: int | None = None) -> Iterator[StartOn]:
+    """``split.applied(redis_pid)``, or nothing pinned when there is no split (a single core)."""
+    if split is None:
+        yield StartOn(None)
+        return
+    with split.applied(redis_pid) as start_on:
+        yield start_on
 
 
 def pin_process(pid: int, cores: set[int] | frozenset[int]) -> None:

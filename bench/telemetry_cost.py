@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack
 from typing import Any
 
-from bench.cores import CoreSplit
+from bench.cores import CoreSplit, applied
 from bench.results import Check, SectionResult
 from bench.servers import LiveServer, connections_per_worker, wait_for_workers
 from bench.wrk import LoadResult, run_wrk
@@ -58,12 +58,12 @@ def measure(
     results: dict[str, list[LoadResult]] = {name: [] for name in servers}
     split = CoreSplit.of_this_process()
     with ExitStack() as stack:
-        start_on = None if split is None else stack.enter_context(split.applied())
+        start_on = stack.enter_context(applied(split))
         for server in servers.values():
             stack.callback(server.close)
         keys = {name: server.create_admin_key() for name, server in servers.items()}
         for server in servers.values():
-            with nullcontext() if start_on is None else start_on.serving():
+            with start_on.serving():
                 server.start()
             wait_for_workers(server)
         for name, server in servers.items():

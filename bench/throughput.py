@@ -26,13 +26,13 @@ scheduler put them.
 from __future__ import annotations
 
 import statistics
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
 from app.api.bench_routes import RAW_GET_KEY_SUFFIX
 from bench.backends import ALL_BACKENDS, backend_exists, unique_prefix
-from bench.cores import CoreSplit
+from bench.cores import CoreSplit, applied
 from bench.redis_keys import delete_prefix, seed
 from bench.results import Check, SectionResult, fmt_ratio
 from bench.servers import (
@@ -125,8 +125,8 @@ def measure_backend(
         bare = BareAppServer(workers=2)
         api_key = server.create_admin_key()
         with ExitStack() as stack:
-            start_on = None if split is None else stack.enter_context(split.applied(redis_pid))
-            with nullcontext() if start_on is None else start_on.serving():
+            start_on = stack.enter_context(applied(split, redis_pid))
+            with start_on.serving():
                 stack.enter_context(server)
                 stack.enter_context(bare)
             for each in (server, bare):

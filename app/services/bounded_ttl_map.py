@@ -52,15 +52,7 @@ class BoundedTtlMap(Generic[K, V]):
         lookup = entries.get
         touch = entries.move_to_end
 
-        if not self._expiring:
-            get = self.get
-
-            def get_unexpiring_at(key: K, now: float) -> V | None:
-                """The value under ``key`` (marked recently used), else ``None``."""
-                return get(key)
-
-            return get_unexpiring_at
-
+        # Also right for a map without expiry: its entries expire at ``NEVER``.
         def get_at(key: K, now: float) -> V | None:
             """The value under ``key`` live at ``now`` (marked recently used), else ``None``."""
             item = lookup(key)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.cores import CoreSplit, pin_process
+from bench.cores import CoreSplit, applied, pin_process
 
 two_cores = pytest.mark.skipif(
     len(os.sched_getaffinity(0)) < 2, reason="needs at least two usable cores"
@@ -89,3 +89,12 @@ def test_pinning_a_process_that_has_gone_raises() -> None:
     child.wait(timeout=10)
     with pytest.raises(FileNotFoundError):
         pin_process(child.pid, {0})
+
+
+def test_without_a_split_nothing_is_pinned() -> None:
+    before = os.sched_getaffinity(0)
+    report = [sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"]
+    with applied(None) as start_on, start_on.serving():
+        assert os.sched_getaffinity(0) == before
+        served = subprocess.run(report, capture_output=True, text=True, check=True).stdout
+    assert served.strip() == str(sorted(before))
