@@ -34,7 +34,9 @@ serve`` builds it), the protocol also does the per-request work of the app's two
 
 - it builds each request's cycle from ``app.request_cycle``, which notes the request's id,
   metrics and access line itself; that takes a copy of uvicorn's ``on_headers_complete``, the
-  one place the cycle's class is named;
+  one place the cycle's class is named. The id is chosen there too: the client's
+  ``X-Request-ID``, noted in ``on_header`` as the headers are parsed, when acceptable, else a
+  new one;
 - it sends only a request that announces a body (``Content-Length`` or ``Transfer-Encoding``)
   through ``RequestLimitsMiddleware``: the header limits that layer would check again are
   enforced here already, and a ``GET`` has no body to bound.
@@ -55,7 +57,13 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn_worker import UvicornWorker  # type: ignore[import-untyped]
 
 from app.api.request_limits import RequestLimits, RequestLimitsMiddleware
-from app.api.request_telemetry import RequestTelemetry
+from app.api.request_telemetry import (
+    REQUEST_ID_HEADER,
+    VALID_REQUEST_ID,
+    RequestTelemetry,
+    fresh_request_ids,
+    new_request_id,
+)
 from app.request_cycle import TelemetryRequestCycle, cycle_class_for
 from configs import Settings
 
@@ -122,13 +130,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._too_many_headers = False
         # The request being parsed has ``Content-Length`` or ``Transfer-Encoding``.
         self._announces_body = False
+        # The first ``X-Request-ID`` of the request being parsed, as sent.
+        self._request_id_sent: bytes | None = None
 
     # -- connection ---------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if self.cycle_class is not None:
-            self.cycle_class.bind_loop(self.loop)
         if len(self.connections) > self.limits.max_connections:
             self.logger.warning("Refused a connection: %d open.", len(self.connections) - 1)
             self._answer_and_close(503, "too many connections; try again shortly")
@@ -184,13 +192,16 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     # -- parser callbacks ---------------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        """uvicorn's, noting a header that announces a body: only such a request goes through
-        the body limits (with the edge in the server), at two comparisons per header."""
+        """uvicorn's, noting a header that announces a body (only such a request goes through
+        the body limits, with the edge in the server) and the client's request id, at three
+        comparisons per header: the cycle then needs no second pass over the headers."""
         name = name.lower()
         if name == b"expect" and value.lower() == b"100-continue":
             self.expect_100_continue = True
         elif name == b"content-length" or name == b"transfer-encoding":
             self._announces_body = True
+        elif name == REQUEST_ID_HEADER and self._request_id_sent is None:
+            self._request_id_sent = value
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -214,6 +225,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         announces_body = self._announces_body
         if announces_body:
             self._announces_body = False
+        request_id_sent = self._request_id_sent
+        if request_id_sent is not None:
+            self._request_id_sent = None
         http_version = self.parser.get_http_version()
         method = self.parser.get_method()
         self.scope["method"] = method.decode("ascii")
@@ -243,8 +257,20 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         else:
             app = self.app
 
+        # The client's ``X-Request-ID`` when acceptable (see ``client_request_id``), else a new
+        # one: ``RequestTelemetry.request_id_for`` written out, a call less per request.
+        if request_id_sent is None:
+            try:
+                request_id = fresh_request_ids.pop()
+            except IndexError:
+                request_id = new_request_id()
+        elif VALID_REQUEST_ID.fullmatch(request_id_sent):
+            request_id = request_id_sent.decode("ascii")
+        else:
+            request_id = new_request_id()
+
         existing_cycle = self.cycle
-        self.cycle = cycle_class(
+        self.cycle = cycle = cycle_class(
             scope=self.scope,
             transport=self.transport,
             flow=self.flow,
@@ -257,12 +283,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             keep_alive=http_version != "1.0" and self.parser.should_keep_alive(),
             on_response=self.on_response_complete,
         )
+        cycle.request_id = request_id
         if existing_cycle is None or existing_cycle.response_complete:
-            self._start_asgi_task(self.cycle, app)
+            self._start_asgi_task(cycle, app)
         else:
             # Pipelined: queued until the response before it is complete.
             self.flow.pause_reading()
-            self.pipeline.appendleft((self.cycle, app))
+            self.pipeline.appendleft((cycle, app))
 
     def on_message_complete(self) -> None:
         # The next header block's phase begins; then uvicorn's, written out (a call less).

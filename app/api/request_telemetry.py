@@ -52,8 +52,9 @@ VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
 _clock = time.perf_counter
 _IDS_PER_BATCH = 64
 fresh_request_ids: list[str] = []
-"""Ids made and not yet handed out; ``new_request_id`` refills it. The served request's cycle
-pops from it itself (``app.request_cycle``) and calls ``new_request_id`` only when it is empty."""
+"""Ids made and not yet handed out; ``new_request_id`` refills it. The worker's protocol pops
+from it itself as it builds a served request's cycle (``app.server_worker``) and calls
+``new_request_id`` only when it is empty."""
 # A worker forked with ids in hand must not hand out the same ones as its siblings.
 os.register_at_fork(after_in_child=fresh_request_ids.clear)
 

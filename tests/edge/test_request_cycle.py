@@ -22,7 +22,7 @@ from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 from uvicorn.server import ServerState
 
 from app.api.request_limits import RequestLimits
-from app.api.request_telemetry import CLIENT_CLOSED_REQUEST, RequestTelemetry
+from app.api.request_telemetry import CLIENT_CLOSED_REQUEST, RequestTelemetry, new_request_id
 from app.api.telemetry import UNMATCHED_ROUTE, Telemetry
 from app.core import log_setup
 from app.request_cycle import TelemetryRequestCycle, cycle_class_for
@@ -110,6 +110,7 @@ def make_cycle(
     scope: dict[str, Any],
     *,
     keep_alive: bool = True,
+    request_id: str | None = None,
 ) -> tuple[RequestResponseCycle, MemoryTransport]:
     transport = MemoryTransport()
     cycle = cycle_class(
@@ -126,7 +127,7 @@ def make_cycle(
         on_response=lambda: None,
     )
     if isinstance(cycle, TelemetryRequestCycle):
-        cycle.bind_loop(asyncio.get_running_loop())  # as the protocol does for a connection
+        cycle.request_id = request_id or new_request_id()  # as the protocol chooses it
     return cycle, transport
 
 
@@ -209,33 +210,6 @@ async def test_a_header_uvicorn_refuses_is_refused_the_same_way() -> None:
 
     assert their_transport.written == b"" and their_transport.closed
     assert our_transport.written == b"" and our_transport.closed
-
-
-async def test_a_valid_client_id_is_echoed_set_for_the_request_and_an_invalid_one_replaced() -> (
-    None
-):
-    seen_by_app: list[str | None] = []
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        seen_by_app.append(log_setup.REQUEST_ID.get())
-        await send(start(200, [(b"content-length", b"0")]))
-        await send(body())
-
-    cycle_class, _ = telemetry_cycle_class()
-    kept, kept_transport = make_cycle(
-        cycle_class, http_scope(headers=[(b"x-request-id", b"abc.1")])
-    )
-    replaced, replaced_transport = make_cycle(
-        cycle_class, http_scope(headers=[(b"x-request-id", b"bad id")])
-    )
-
-    await asyncio.create_task(kept.run_asgi(app))
-    await asyncio.create_task(replaced.run_asgi(app))
-
-    assert without_id_line(kept_transport.written)[1] == [b"abc.1"]
-    (new_id,) = without_id_line(replaced_transport.written)[1]
-    assert re.fullmatch(rb"[0-9a-f]{32}", new_id)
-    assert seen_by_app == ["abc.1", new_id.decode()]
 
 
 async def test_an_app_that_raises_before_answering_is_counted_once_as_the_500_sent() -> None:
@@ -370,6 +344,32 @@ async def test_the_worker_protocol_gives_pipelined_requests_each_their_own_id() 
 
     assert without_id_line(transport.written)[1] == [b"first", b"second"]
     assert requests_counted(metrics, 200) == 2
+
+
+async def test_the_worker_protocol_keeps_a_valid_client_id_and_replaces_any_other() -> None:
+    """The id each request gets from the protocol, as the app's log lines see it and as the
+    response carries it: one connection, four requests in turn."""
+    seen_by_app: list[str | None] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen_by_app.append(log_setup.REQUEST_ID.get())
+        await send(start(200, [(b"content-length", b"0")]))
+        await send(body())
+
+    transport = await exchange(
+        edge_protocol(),
+        app,
+        b"GET /kept HTTP/1.1\r\nHost: x\r\nX-Request-ID: abc.1\r\n\r\n"
+        b"GET /none HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /bad HTTP/1.1\r\nHost: x\r\nX-Request-ID: bad id\r\n\r\n"
+        b"GET /twice HTTP/1.1\r\nX-Request-ID: one\r\nHost: x\r\nX-Request-ID: two\r\n\r\n",
+    )
+
+    kept, fresh, replaced, first_of_two = without_id_line(transport.written)[1]
+    assert (kept, first_of_two) == (b"abc.1", b"one")
+    # A new id for a request that sent none, though the one before it did; and for a bad one.
+    assert re.fullmatch(rb"[0-9a-f]{32}", fresh) and re.fullmatch(rb"[0-9a-f]{32}", replaced)
+    assert seen_by_app == [each.decode() for each in (kept, fresh, replaced, first_of_two)]
 
 
 @pytest.mark.parametrize(
