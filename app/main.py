@@ -23,6 +23,7 @@ from app.api.authentication import (
 )
 from app.api.docs import install_docs
 from app.api.errors import register_error_handlers
+from app.api.lean_app import LeanFastAPI
 from app.api.openapi_document import complete_openapi
 from app.api.request_limits import RequestLimits, RequestLimitsMiddleware
 from app.api.request_telemetry import RequestTelemetry, RequestTelemetryMiddleware
@@ -121,7 +122,7 @@ def create_app(
     container.wire(modules=WIRED_MODULES + (BENCH_MODULES if with_bench_routes else []))
     header_name: str = container.config.APIKEY_HEADER_NAME()
 
-    app = FastAPI(
+    app = LeanFastAPI(
         title="game-api",
         summary="A game's public API, authenticated with API keys",
         version="0.1.0",
@@ -130,7 +131,8 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         # FastAPI's native OpenTelemetry hooks look up the global providers on every request
-        # even when none is configured; this service exports no traces, so skip them.
+        # even when none is configured; this service exports no traces, so skip them (and
+        # LeanFastAPI then leaves out their exception layer).
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.container = container
