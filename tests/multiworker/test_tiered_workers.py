@@ -25,6 +25,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.redis_server, pytest.mark.timeout(12
 WORKERS = 4
 TRIALS = 200
 FRESH_REQUESTS_AFTER_REVOKE = 20
+# A time, not a count: the kernel hands fresh connections to the workers far from evenly (seen:
+# 4,519 / 3,304 / 1,707 / 495 in 5 s, and one worker none in 500 in a row), so a count of
+# requests fails on a healthy server.
+EVERY_WORKER_WITHIN_SECONDS = 30.0
 
 
 @pytest.fixture
@@ -61,13 +65,13 @@ def fresh_connections(server: LiveServer) -> httpx.Client:
 def prime_every_worker(http: httpx.Client, key: str) -> set[str]:
     """Use ``key`` until every worker has answered 200 (and so holds it in its L1)."""
     seen: set[str] = set()
-    for _ in range(1_000):
+    deadline = time.monotonic() + EVERY_WORKER_WITHIN_SECONDS
+    while len(seen) < WORKERS:
+        assert time.monotonic() < deadline, f"only {len(seen)} of {WORKERS} workers answered"
         response = http.get("/v1/me", headers={"X-API-Key": key})
         assert response.status_code == 200, response.text
         seen.add(worker_of(response))
-        if len(seen) == WORKERS:
-            return seen
-    raise AssertionError(f"only {len(seen)} of {WORKERS} workers answered")
+    return seen
 
 
 async def subscribers(client: Redis, channel: str) -> int:
@@ -78,8 +82,9 @@ async def subscribers(client: Redis, channel: str) -> int:
 def fresh_requests_after_revoke(http: httpx.Client, key: str) -> list[tuple[int, str]]:
     """At least 20 requests on fresh connections, going on until every worker has answered."""
     answers: list[tuple[int, str]] = []
+    deadline = time.monotonic() + EVERY_WORKER_WITHIN_SECONDS
     while len(answers) < FRESH_REQUESTS_AFTER_REVOKE or len({w for _, w in answers}) < WORKERS:
-        assert len(answers) < 500, "some worker never answered"
+        assert time.monotonic() < deadline, "some worker never answered"
         response = http.get("/v1/me", headers={"X-API-Key": key})
         assert response.status_code in (200, 401), response.text
         answers.append((response.status_code, worker_of(response)))
