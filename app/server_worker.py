@@ -128,9 +128,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._awaiting_headers = True
         self._header_bytes = 0
         self._too_many_headers = False
-        # The request being parsed has ``Content-Length`` or ``Transfer-Encoding``.
+        # Noted by ``on_header`` for the request being parsed; read and reset only when the edge
+        # is in the server (``cycle_class``), else left as noted, unused: it has
+        # ``Content-Length`` or ``Transfer-Encoding``, and its first ``X-Request-ID`` as sent.
         self._announces_body = False
-        # The first ``X-Request-ID`` of the request being parsed, as sent.
         self._request_id_sent: bytes | None = None
 
     # -- connection ---------------------------------------------------------------------------
