@@ -5,17 +5,19 @@ per-process caches (memory, tiered: the route calls it before awaiting anything)
 ``await ApiKeyService.authenticate`` for the shared one (redis). Each backend is timed next to
 its floor, the least any implementation could do for the same answer: sha256 of the key plus a
 dict lookup for the per-process caches, and one raw redis-py ``GET`` of the same Redis key on the
-same client for the shared one. The per-process hit through ``await authenticate`` (what a
+same client for the shared one. The floor's sha256 is the service's own
+(``app.domain.digests.sha256``): a faster hash in the service is then no faster against its
+floor. The per-process hit through ``await authenticate`` (what a
 caller outside a route pays: one coroutine more) is shown beside it.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from app.domain.digests import sha256
 from app.domain.keys import digest, validated_prefix
 from bench.backends import ALL_BACKENDS, BackendUnavailable, BenchService, open_service
 from bench.results import Check, SectionResult, fmt_ns, fmt_ratio
@@ -61,7 +63,7 @@ def dict_lookup_floor(plaintext: str) -> Runner:
     encoded_key = plaintext
 
     def lookup() -> object:
-        return table.get(hashlib.sha256(encoded_key.encode()).hexdigest())
+        return table.get(sha256(encoded_key.encode()).hexdigest())
 
     return sync_calls(lookup)
 
@@ -75,7 +77,7 @@ def checked_lookup_floor(plaintext: str) -> Runner:
 
     def lookup() -> object:
         validated_prefix(plaintext)
-        return table.get(hashlib.sha256(plaintext.encode()).hexdigest())
+        return table.get(sha256(plaintext.encode()).hexdigest())
 
     return sync_calls(lookup)
 

@@ -12,12 +12,12 @@ A key looks like ``game_Ab3dE9xZ_<22 random chars><6 checksum chars>``:
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 import zlib
 from dataclasses import dataclass, field
 
+from app.domain.digests import sha256
 from app.domain.errors import GameApiError, UnknownKeyPrefix
 
 TYPE_PREFIX = "game_"
@@ -114,8 +114,9 @@ def digest(plaintext: str) -> str:
     """The sha256 hex digest: the stored form of a key and its cache key.
 
     A fast hash is right here: with 130 random bits there is nothing for a slow hash to protect.
+    CPython's own sha256 (``app.domain.digests``), the same digest as hashlib's.
     """
-    return hashlib.sha256(plaintext.encode("utf-8")).hexdigest()
+    return sha256(plaintext.encode("utf-8")).hexdigest()
 
 
 def checked_prefix(text: str) -> str:

@@ -21,7 +21,6 @@ and expiry checked even when the database is down; an unauthenticated record is 
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import os
@@ -34,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
+from app.domain.digests import sha256
 from app.domain.errors import (
     DuplicateKey,
     InvalidApiKey,
@@ -89,7 +89,7 @@ _MAX_PENDING_SHARED = 10_000
 _FIRST_POLL_WAIT_SECONDS = 1.0
 
 _monotonic = time.monotonic
-_sha256 = hashlib.sha256
+_sha256 = sha256
 
 
 def utc_now() -> datetime:
