@@ -236,6 +236,7 @@ class ApiKeyService:
             record_memo_max_entries, expiring=False
         )
         self._known_key = self._known.get
+        self._known_item = self._known.peek_item
         self._digest_lookups: SingleFlight[str, _Lookup] = SingleFlight()
         self._prefix_lookups: SingleFlight[str, ApiKeyRecord | None] = SingleFlight()
         self.metrics = metrics if metrics is not None else CacheMetrics()
@@ -305,13 +306,19 @@ class ApiKeyService:
         cached = local_view.peek_at(cache_key, now)
         if cached is None or not cached.active:
             return None
-        known = self._known_key(cached.apiKey)
+        # The memo is read without being marked recently used (a ``move_to_end`` less per
+        # hit): the cache entry just found was. Its records go in the order the slower path
+        # last remembered or read them; one evicted from under a busy key costs that key one
+        # slower request, which reads the record again. The item's expiry is ``NEVER``.
+        item = self._known_item(cached.apiKey)
+        if item is None:
+            return None
+        known = item[1]
         # The memo is keyed by prefix and a shared tier's value can name any prefix, so the
         # record must carry this digest. ``==``, not ``compare_digest``: the caller chose
         # ``cache_key`` and learns nothing usable from a digest.
         if (
-            known is None
-            or known.digest != cache_key
+            known.digest != cache_key
             or not known.admissible
             or (known.expires_at is not None and self._clock() >= known.expires_at)
         ):

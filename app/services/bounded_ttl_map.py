@@ -7,6 +7,8 @@ entries lazily on the monotonic clock (an expired entry is removed when a lookup
 
 ``get`` is the hot path of every cache hit, so it is kept to one dict lookup, one clock read and
 one ``move_to_end``; callers hand the bound method itself to the request path (no wrapper call).
+``peek_item`` is the dict's own lookup, for a hot path that needs neither (the record memo, whose
+order the lookup in front of it already keeps; see ``ApiKeyService.admit_from_memory``).
 Everything here runs on the event-loop thread, so no lock is needed.
 """
 
@@ -30,7 +32,7 @@ _monotonic = time.monotonic
 class BoundedTtlMap(Generic[K, V]):
     """Bounded LRU with monotonic-clock expiry; see the module docstring for why."""
 
-    __slots__ = ("_entries", "_expiring", "_max_entries", "get", "get_at")
+    __slots__ = ("_entries", "_expiring", "_max_entries", "get", "get_at", "peek_item")
 
     def __init__(self, max_entries: int, *, expiring: bool = True) -> None:
         """``expiring=False``: entries live until evicted (the record memo), and ``get`` saves
@@ -46,6 +48,10 @@ class BoundedTtlMap(Generic[K, V]):
         # reads the clock once for its lease and for the entry's expiry: a clock read costs as
         # much as the dict lookup).
         self.get_at: Callable[[K, float], V | None] = self._make_get_at()
+        # The stored item itself, ``(expires_at, value)``: not marked recently used, its expiry
+        # not judged (``NEVER`` in a map without expiry). The dict's own ``get``, so a caller
+        # pays one C call and no Python frame.
+        self.peek_item: Callable[[K], tuple[float, V] | None] = self._entries.get
 
     def _make_get_at(self) -> Callable[[K, float], V | None]:
         entries = self._entries

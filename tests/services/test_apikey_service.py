@@ -138,6 +138,31 @@ async def test_a_process_local_hit_needs_no_format_check(
     assert service.metrics.local_hits == 1
 
 
+async def test_a_record_the_memo_let_go_is_read_again_once_and_its_key_still_admitted(
+    cache: InMemoryApiKeyCacheBackend, repository: InMemoryApiKeyRepository, clock: Clock
+) -> None:
+    """A cached key whose record left the bounded memo is not a process-local hit: it takes
+    the slower path once, which reads the record again, and is a local hit after that."""
+    service = ApiKeyService(
+        cache, repository, cache_ttl_seconds=60, clock=clock, record_memo_max_entries=2
+    )
+    first = (await service.create("first", ["read"])).plaintext
+    await service.authenticate(first)  # cached, and its record remembered
+    await service.create("second", ["read"])
+    await service.create("third", ["read"])  # room for two records: the first's goes
+    assert service.admit_from_memory(first) is None
+    lookups_before = service.metrics.repository_lookups
+
+    caller = await service.authenticate(first)
+
+    assert first.startswith(caller.prefix)
+    assert service.metrics.repository_lookups == lookups_before + 1
+    hits_before = service.metrics.local_hits
+    assert service.admit_from_memory(first) == caller
+    assert service.metrics.local_hits == hits_before + 1
+    assert service.metrics.repository_lookups == lookups_before + 1
+
+
 async def test_a_forged_key_of_the_right_length_reaches_no_cache_read_and_no_database(
     service: ApiKeyService, cache: InMemoryApiKeyCacheBackend
 ) -> None:
