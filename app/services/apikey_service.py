@@ -89,7 +89,6 @@ _MAX_PENDING_SHARED = 10_000
 _FIRST_POLL_WAIT_SECONDS = 1.0
 
 _monotonic = time.monotonic
-_sha256 = sha256
 
 
 def utc_now() -> datetime:
@@ -302,7 +301,7 @@ class ApiKeyService:
         follower = self._follower
         if follower is not None and follower.lease_until <= now:
             return None
-        cache_key = _sha256(plaintext.encode()).hexdigest()
+        cache_key = sha256(plaintext.encode()).hexdigest()
         cached = local_view.peek_at(cache_key, now)
         if cached is None or not cached.active:
             return None
