@@ -53,6 +53,13 @@ def real_redis_cluster_backend(context: BackendContext) -> CoherentCacheBackend:
     return RedisApiKeyCacheBackend(client, key_prefix=context.key_prefix)
 
 
+CONTRACT_CALL_DEADLINE_SECONDS = 5.0
+"""The tiered backends' per-call deadline in the contract suite, as the plain Redis client's
+socket timeout there. The contract is what a healthy Redis gives; with the production deadline
+(0.25 s) a first call that opens its connection on a loaded CI machine can be cut, and the
+backend then answers as in an outage (a miss), which the fault tests cover on their own."""
+
+
 def tiered_backend_on(client_fixture: str) -> BackendFactory:
     """The tiered backend on the client of ``client_fixture``, its listener stopped at teardown."""
 
@@ -61,7 +68,9 @@ def tiered_backend_on(client_fixture: str) -> BackendFactory:
         assert isinstance(client, Redis | RedisCluster)
         make = context.fixture("tiered_factory")
         assert callable(make)
-        backend: CoherentCacheBackend = make(client, context.key_prefix)
+        backend: CoherentCacheBackend = make(
+            client, context.key_prefix, operation_timeout_seconds=CONTRACT_CALL_DEADLINE_SECONDS
+        )
         return backend
 
     return factory
