@@ -7,8 +7,9 @@ entries lazily on the monotonic clock (an expired entry is removed when a lookup
 
 ``get`` is the hot path of every cache hit, so it is kept to one dict lookup, one clock read and
 one ``move_to_end``; callers hand the bound method itself to the request path (no wrapper call).
-``peek_item`` is the dict's own lookup, for a hot path that needs neither (the record memo, whose
-order the lookup in front of it already keeps; see ``ApiKeyService.admit_from_memory``).
+``peek_item`` is the dict's own lookup and ``touch`` its own ``move_to_end``: a hot path that
+judges expiry at a clock reading of its own, or keeps no order at all (the record memo), reads
+with them and runs no Python frame of the map's (see ``ApiKeyService.admit_from_memory``).
 Everything here runs on the event-loop thread, so no lock is needed.
 """
 
@@ -32,7 +33,7 @@ _monotonic = time.monotonic
 class BoundedTtlMap(Generic[K, V]):
     """Bounded LRU with monotonic-clock expiry; see the module docstring for why."""
 
-    __slots__ = ("_entries", "_expiring", "_max_entries", "get", "get_at", "peek_item")
+    __slots__ = ("_entries", "_expiring", "_max_entries", "get", "peek_item", "touch")
 
     def __init__(self, max_entries: int, *, expiring: bool = True) -> None:
         """``expiring=False``: entries live until evicted (the record memo), and ``get`` saves
@@ -44,33 +45,13 @@ class BoundedTtlMap(Generic[K, V]):
         self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
         # The lookup as a closure over the dict: one call, no attribute look-ups, on every hit.
         self.get: Callable[[K], V | None] = self._make_get()
-        # The same, judged at a monotonic instant the caller has read already (the request path
-        # reads the clock once for its lease and for the entry's expiry: a clock read costs as
-        # much as the dict lookup).
-        self.get_at: Callable[[K, float], V | None] = self._make_get_at()
         # The stored item itself, ``(expires_at, value)``: not marked recently used, its expiry
         # not judged (``NEVER`` in a map without expiry). The dict's own ``get``, so a caller
         # pays one C call and no Python frame.
         self.peek_item: Callable[[K], tuple[float, V] | None] = self._entries.get
-
-    def _make_get_at(self) -> Callable[[K, float], V | None]:
-        entries = self._entries
-        lookup = entries.get
-        touch = entries.move_to_end
-
-        # Also right for a map without expiry: its entries expire at ``NEVER``.
-        def get_at(key: K, now: float) -> V | None:
-            """The value under ``key`` live at ``now`` (marked recently used), else ``None``."""
-            item = lookup(key)
-            if item is None:
-                return None
-            if item[0] <= now:
-                del entries[key]
-                return None
-            touch(key)
-            return item[1]
-
-        return get_at
+        # Marks ``key`` recently used (it must be present): the dict's own ``move_to_end``, for a
+        # caller that read an item with ``peek_item`` and judged it live itself.
+        self.touch: Callable[[K], None] = self._entries.move_to_end
 
     def _make_get(self) -> Callable[[K], V | None]:
         entries = self._entries

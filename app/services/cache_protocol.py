@@ -71,13 +71,19 @@ class LocalView(Protocol):
     ``peek`` returns the value only when it is in process memory and may be trusted (for the
     tiered backend: while its invalidation listener is healthy); otherwise ``None``, and the
     caller takes the ordinary ``get`` path. Read the attribute on every use: a backend swaps it
-    when trust changes (the tiered L1 does), so a hit is one attribute read and one call.
-    ``peek_at`` is the same judged at a monotonic instant the caller has just read
-    (``time.monotonic``), for a caller that needs the clock anyway.
+    when trust changes (the tiered L1 does).
+
+    ``peek_item`` and ``touch`` are the same read taken apart for the request path, so that a
+    hit runs no Python frame of the cache's: ``peek_item`` is the stored ``(expires_at,
+    value)`` itself (a dict's own ``get``, or, while nothing may be trusted, an empty mapping's),
+    with its expiry left for the caller to judge at the monotonic instant it has read already;
+    ``touch`` marks a live entry the caller used as recently used (an ``OrderedDict``'s
+    ``move_to_end``). An expired item is left where it is: the ``get`` path removes it.
     """
 
     peek: Callable[[str], SimpleNamespace | None]
-    peek_at: Callable[[str, float], SimpleNamespace | None]
+    peek_item: Callable[[str], tuple[float, SimpleNamespace] | None]
+    touch: Callable[[str], None]
 
 
 @runtime_checkable

@@ -19,9 +19,9 @@ and a hit is a dict lookup.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import SimpleNamespace
+from types import MappingProxyType, SimpleNamespace
 
 from app.services.bounded_ttl_map import BoundedTtlMap
 
@@ -33,9 +33,9 @@ def _nothing(cache_key: str) -> SimpleNamespace | None:
     return None
 
 
-def _nothing_at(cache_key: str, now: float) -> SimpleNamespace | None:
-    """``peek_at`` of an untrusted L1: never an answer."""
-    return None
+_NOTHING_STORED: Mapping[str, tuple[float, SimpleNamespace]] = MappingProxyType({})
+"""What an untrusted L1 shows the request path (``peek_item``): an empty mapping that cannot
+be filled, whose ``get`` answers ``None`` in C, without a Python frame."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +58,8 @@ class LocalTier:
         self._entries: BoundedTtlMap[str, SimpleNamespace] = BoundedTtlMap(max_entries)
         self._get = self._entries.get
         self.peek: Callable[[str], SimpleNamespace | None] = _nothing
-        self.peek_at: Callable[[str, float], SimpleNamespace | None] = _nothing_at
+        self.peek_item: Callable[[str], tuple[float, SimpleNamespace] | None] = _NOTHING_STORED.get
+        self.touch: Callable[[str], None] = self._entries.touch
         self._trusted = False
         self._epoch = 0
         self._flushed_at = 0
@@ -81,7 +82,7 @@ class LocalTier:
         # map's own lookup while trusted, an answer of "nothing here" otherwise.
         self._trusted = value
         self.peek = self._get if value else _nothing
-        self.peek_at = self._entries.get_at if value else _nothing_at
+        self.peek_item = self._entries.peek_item if value else _NOTHING_STORED.get
 
     @property
     def max_entries(self) -> int:

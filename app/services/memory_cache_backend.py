@@ -35,7 +35,8 @@ class InMemoryApiKeyCacheBackend:
         # not a copy (callers treat it as read-only; ``get`` hands out copies). No lock: the
         # dict is only touched from the event-loop thread.
         self.peek = self._entries.get
-        self.peek_at = self._entries.get_at
+        self.peek_item = self._entries.peek_item
+        self.touch = self._entries.touch
         self.local_view: LocalView = self
 
     def _get_lock(self) -> asyncio.Lock:

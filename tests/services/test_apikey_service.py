@@ -163,6 +163,21 @@ async def test_a_record_the_memo_let_go_is_read_again_once_and_its_key_still_adm
     assert service.metrics.repository_lookups == lookups_before + 1
 
 
+async def test_a_cached_entry_past_its_ttl_is_no_process_local_hit(
+    service: ApiKeyService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hit path judges the entry's expiry itself, at its own clock reading: an entry cached
+    for 60 s admits at 59 s and not at 60 s, when the key takes the slower path again."""
+    created = await service.create("match-server", ["read"])
+    filled_at = apikey_service_module._monotonic()
+    await service.authenticate(created.plaintext)  # the miss that caches it for 60 s
+
+    monkeypatch.setattr(apikey_service_module, "_monotonic", lambda: filled_at + 59)
+    assert service.admit_from_memory(created.plaintext) is not None
+    monkeypatch.setattr(apikey_service_module, "_monotonic", lambda: filled_at + 61)
+    assert service.admit_from_memory(created.plaintext) is None
+
+
 async def test_a_forged_key_of_the_right_length_reaches_no_cache_read_and_no_database(
     service: ApiKeyService, cache: InMemoryApiKeyCacheBackend
 ) -> None:

@@ -36,3 +36,14 @@ def test_peek_item_hands_back_the_expiry_without_judging_or_removing_it() -> Non
     assert len(entries) == 1
     assert entries.get("gone") is None
     assert len(entries) == 0
+
+
+def test_touch_marks_an_entry_recently_used_as_get_does() -> None:
+    entries: BoundedTtlMap[str, int] = BoundedTtlMap(2, expiring=False)
+    entries.put("a", 1)
+    entries.put("b", 2)
+
+    entries.touch("a")
+    entries.put("c", 3)
+
+    assert list(entries) == ["a", "c"]

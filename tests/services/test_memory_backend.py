@@ -103,15 +103,19 @@ def test_max_entries_must_be_positive() -> None:
         InMemoryApiKeyCacheBackend(max_entries=0)
 
 
-async def test_a_peek_at_an_instant_judges_expiry_at_that_instant(clock: FakeMonotonic) -> None:
-    """The request path reads the clock once and hands the instant to ``peek_at``: the entry's
-    expiry is judged at that instant, exactly as ``peek`` judges it at its own clock read."""
+async def test_peek_item_hands_the_request_path_the_stored_expiry(clock: FakeMonotonic) -> None:
+    """The request path reads the clock once and judges the item's expiry itself: the item
+    carries the instant ``get`` would judge by, and reading it removes nothing."""
     backend = InMemoryApiKeyCacheBackend()
     await backend.set("k", SimpleNamespace(apiKey="game_A", active=True), 10)
-    expires_at = clock.now + 10
 
-    assert backend.peek_at("k", expires_at - 0.001) is not None
-    assert len(backend) == 1
-    assert backend.peek_at("k", expires_at) is None
-    assert len(backend) == 0, "an entry found expired is removed, as by peek"
-    assert backend.peek_at("absent", clock.now) is None
+    stored = backend.peek_item("k")
+    assert stored is not None
+    expires_at, value = stored
+    assert expires_at == clock.now + 10
+    assert vars(value) == {"apiKey": "game_A", "active": True}
+    clock.now = expires_at
+    assert backend.peek_item("k") == stored, "left for the caller to judge"
+    assert await backend.get("k") is None, "expired at that instant for get too"
+    assert backend.peek_item("k") is None, "and get removed it"
+    assert backend.peek_item("absent") is None

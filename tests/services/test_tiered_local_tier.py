@@ -123,16 +123,33 @@ def test_foreign_messages_are_not_invalidations(raw: object) -> None:
     assert decode_invalidation(raw) is None
 
 
-def test_peek_at_answers_only_while_trusted_and_judges_expiry_at_the_instant(
-    tier: LocalTier,
-) -> None:
-    now = time.monotonic()
+def test_peek_item_shows_the_stored_item_only_while_trusted(tier: LocalTier) -> None:
+    """The request path reads the L1's item itself: while the L1 may not be trusted it must
+    find nothing there, although the entry is still stored."""
+    before = time.monotonic()
     assert tier.end_fill(KEY, tier.begin_fill(KEY), VALUE, 30) is True
 
-    peeked = tier.peek_at(KEY, now)
-    assert peeked is not None and vars(peeked) == vars(VALUE)
+    stored = tier.peek_item(KEY)
+    assert stored is not None
+    expires_at, value = stored
+    assert vars(value) == vars(VALUE)
+    assert before + 30 <= expires_at <= time.monotonic() + 30, "the entry's own expiry"
     tier.trusted = False
-    assert tier.peek_at(KEY, now) is None, "an untrusted L1 answers nothing"
+    assert tier.peek_item(KEY) is None, "an untrusted L1 shows nothing"
+    assert len(tier) == 1
     tier.trusted = True
-    assert tier.peek_at(KEY, now + 31) is None, "past the entry's TTL at the instant handed in"
-    assert len(tier) == 0
+    assert tier.peek_item(KEY) == stored
+
+
+def test_touch_keeps_a_used_l1_entry_over_an_older_unused_one() -> None:
+    tier = LocalTier(max_entries=2, max_ttl_seconds=30)
+    tier.trusted = True
+    first, second, third = "a" * 64, "b" * 64, "c" * 64
+    for key in (first, second):
+        assert tier.end_fill(key, tier.begin_fill(key), VALUE, 30) is True
+
+    tier.touch(first)
+    assert tier.end_fill(third, tier.begin_fill(third), VALUE, 30) is True
+
+    assert tier.peek_item(first) is not None
+    assert tier.peek_item(second) is None, "the least recently used entry was evicted"
