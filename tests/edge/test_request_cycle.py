@@ -350,9 +350,13 @@ async def test_the_worker_protocol_keeps_a_valid_client_id_and_replaces_any_othe
     """The id each request gets from the protocol, as the app's log lines see it and as the
     response carries it: one connection, four requests in turn."""
     seen_by_app: list[str | None] = []
+    task_names: list[str] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         seen_by_app.append(log_setup.REQUEST_ID.get())
+        task = asyncio.current_task()
+        assert task is not None
+        task_names.append(task.get_name())
         await send(start(200, [(b"content-length", b"0")]))
         await send(body())
 
@@ -370,6 +374,7 @@ async def test_the_worker_protocol_keeps_a_valid_client_id_and_replaces_any_othe
     # A new id for a request that sent none, though the one before it did; and for a bad one.
     assert re.fullmatch(rb"[0-9a-f]{32}", fresh) and re.fullmatch(rb"[0-9a-f]{32}", replaced)
     assert seen_by_app == [each.decode() for each in (kept, fresh, replaced, first_of_two)]
+    assert task_names == seen_by_app, "each request's task is named by its id"
 
 
 @pytest.mark.parametrize(
@@ -443,6 +448,7 @@ async def test_a_body_over_the_limit_gets_413_from_the_worker_counted_and_with_i
 
 def test_the_copied_uvicorn_code_is_of_the_uvicorn_in_the_lock() -> None:
     """``app/request_cycle.py`` and ``app/server_worker.py`` carry copies of uvicorn 0.54.0's
-    ``on_headers_complete``, ``on_header``, ``on_message_complete``, ``run_asgi`` and ``send``.
+    ``on_headers_complete``, ``on_header``, ``on_message_complete``, ``_start_asgi_task``,
+    ``run_asgi`` and ``send``.
     An upgrade must compare them with the new version's before this is changed."""
     assert uvicorn.__version__ == "0.54.0"
