@@ -139,6 +139,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # ``Content-Length`` or ``Transfer-Encoding``, and its first ``X-Request-ID`` as sent.
         self._announces_body = False
         self._request_id_sent: bytes | None = None
+        # Whether this connection's requests get tasks named by their id (``_start_asgi_task``):
+        # decided once per connection rather than on every request.
+        self._names_tasks = (
+            self.cycle_class is not None
+            and not self.config.reset_contextvars
+            and self.loop.get_task_factory() is None
+        )
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -304,18 +311,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         request each task serves. Python 3.11 formats a ``Task-N`` name for every task made
         without one; the request already has its id, so naming it saves that (about 0.5 µs a
         task here). ``loop.create_task`` takes a name only to set it after that formatting, so
-        the task is made directly, unless a task factory is installed or uvicorn's
-        ``reset_contextvars`` asks for a fresh context: then uvicorn's own method."""
-        loop = self.loop
-        if (
-            self.cycle_class is None
-            or self.config.reset_contextvars
-            or loop.get_task_factory() is not None
-        ):
+        the task is made directly, unless a task factory was installed when the connection
+        opened or uvicorn's ``reset_contextvars`` asks for a fresh context: then uvicorn's own
+        method."""
+        if not self._names_tasks:
             _parent_start_asgi_task(self, cycle, app)
             return
         request_id: str = cycle.request_id  # type: ignore[attr-defined]  # a cycle of ours
-        task = asyncio.Task(cycle.run_asgi(app), loop=loop, name=request_id)
+        task = asyncio.Task(cycle.run_asgi(app), loop=self.loop, name=request_id)
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
 
