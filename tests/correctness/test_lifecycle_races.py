@@ -392,16 +392,25 @@ class _StallAfterCommit(AsyncSession):
             await asyncio.Event().wait()  # until the deadline or a cancellation
 
 
+HEALTHY_CALL_DEADLINE_SECONDS = 5.0
+
+
 @dataclass
 class Database:
     url: str
     engine: AsyncEngine
 
     def service(self, factory: async_sessionmaker[AsyncSession] | None = None) -> ApiKeyService:
+        """A service over this database; over ``factory``'s sessions (a stalling one) when given.
+
+        Only a stalling factory gets the short 0.5 s deadline its stalls run into; over healthy
+        sessions the deadline is a loaded machine's first SQLite call's, not a test's subject.
+        """
         sessions = factory if factory is not None else build_session_factory(self.engine)
+        timeout_seconds = HEALTHY_CALL_DEADLINE_SECONDS if factory is None else 0.5
         return ApiKeyService(
             InMemoryApiKeyCacheBackend(),
-            SqlApiKeyRepository(sessions, timeout_seconds=0.5),
+            SqlApiKeyRepository(sessions, timeout_seconds=timeout_seconds),
             event_log=SqlEventLogRepository(sessions, timeout_seconds=2.0),
             poll_interval_seconds=0.02,
         )
