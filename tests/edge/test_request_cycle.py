@@ -40,10 +40,12 @@ class MemoryTransport:
 
     def __init__(self) -> None:
         self.written = b""
+        self.writes: list[bytes] = []
         self.closed = False
 
     def write(self, data: bytes) -> None:
         self.written += data
+        self.writes.append(data)
 
     def close(self) -> None:
         self.closed = True
@@ -175,6 +177,23 @@ RESPONSES = {
         True,
         [start(418, [(b"Content-Length", b"1"), (b"X-Thing", b"a b")]), body(b"x")],
     ),
+    # A head whose body never comes: uvicorn wrote it before closing, so must we.
+    "no body after the head": ("GET", True, [start(200, [(b"content-length", b"2")])]),
+    "a body longer than declared": (
+        "GET",
+        True,
+        [start(200, [(b"content-length", b"1")]), body(b"xy")],
+    ),
+    "a body shorter than declared": (
+        "GET",
+        True,
+        [start(200, [(b"content-length", b"3")]), body(b"xy")],
+    ),
+    "a body in parts": (
+        "GET",
+        True,
+        [start(200, [(b"content-length", b"3")]), body(b"xy", more_body=True), body(b"z")],
+    ),
 }
 
 
@@ -197,6 +216,76 @@ async def test_heads_are_uvicorns_plus_the_request_id_line(case: str) -> None:
     assert b"x-request-id: " + ids[0] in head
     assert our_transport.closed == their_transport.closed
     assert requests_counted(metrics, messages[0]["status"], method) == 1
+
+
+async def test_an_app_failing_after_its_head_leaves_the_head_written_as_uvicorn_does() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(start(200, [(b"content-length", b"2")]))
+        raise ValueError("boom")
+
+    theirs, their_transport = make_cycle(RequestResponseCycle, http_scope())
+    cycle_class, metrics = telemetry_cycle_class()
+    ours, our_transport = make_cycle(cycle_class, http_scope())
+
+    await theirs.run_asgi(app)
+    await ours.run_asgi(app)
+
+    assert their_transport.written.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert without_id_line(our_transport.written)[0] == their_transport.written
+    assert our_transport.closed and their_transport.closed
+    assert requests_counted(metrics, 200) == 1
+
+
+async def test_a_response_of_declared_length_goes_out_in_one_write() -> None:
+    """One system call and one TCP segment per answer, where uvicorn's code makes two."""
+    messages = [start(200, [(b"content-length", b"2")]), body(b"ok")]
+    theirs, their_transport = make_cycle(RequestResponseCycle, http_scope())
+    cycle_class, _ = telemetry_cycle_class()
+    ours, our_transport = make_cycle(cycle_class, http_scope())
+
+    await theirs.run_asgi(responding(*messages))
+    await ours.run_asgi(responding(*messages))
+
+    assert len(their_transport.writes) == 2
+    assert our_transport.writes == [our_transport.written]
+    assert our_transport.written.endswith(b"\r\n\r\nok")
+
+
+async def test_a_large_body_is_written_after_its_head_not_copied_into_one_write() -> None:
+    payload = b"x" * (64 * 1024)
+    messages = [start(200, [(b"content-length", str(len(payload)).encode())]), body(payload)]
+    cycle_class, _ = telemetry_cycle_class()
+    cycle, transport = make_cycle(cycle_class, http_scope())
+
+    await cycle.run_asgi(responding(*messages))
+
+    head, written_body = transport.writes
+    assert head.endswith(b"\r\n\r\n") and head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert written_body == payload
+
+
+async def test_a_streamed_response_has_its_head_written_before_its_first_chunk() -> None:
+    """A response without a declared length may wait long for its first chunk (a stream of
+    events): its head must not wait with it."""
+    head_sent = asyncio.Event()
+    send_chunk = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(start(200))
+        head_sent.set()
+        await send_chunk.wait()
+        await send(body(b"event"))
+
+    cycle_class, _ = telemetry_cycle_class()
+    cycle, transport = make_cycle(cycle_class, http_scope())
+    task = asyncio.create_task(cycle.run_asgi(app))
+    await head_sent.wait()
+
+    assert transport.written.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert transport.written.endswith(b"transfer-encoding: chunked\r\n\r\n")
+    send_chunk.set()
+    await task
+    assert transport.written.endswith(b"5\r\nevent\r\n0\r\n\r\n")
 
 
 async def test_a_header_uvicorn_refuses_is_refused_the_same_way() -> None:
