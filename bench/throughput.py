@@ -1,7 +1,7 @@
 """Part 2: end-to-end throughput and latency of the real server, per backend, beside yardsticks.
 
-``game-api serve --workers 2`` on 127.0.0.1, driven by wrk from another process. Each figure of
-ours is measured beside the best that could be done for the same answer, in the same rounds:
+``game-api serve`` on 127.0.0.1, driven by wrk from another process. Each figure of ours is
+measured beside the best that could be done for the same answer, in the same rounds:
 
 - ``GET /v1/me`` beside ``GET /bench/me`` (``BENCH_ROUTES``): the same endpoint signature,
   response model and body for a fixed caller, without authentication, on the same server. The
@@ -20,7 +20,14 @@ the machine's speed changes from second to second, and a pair a second apart sha
 
 On a machine of two or more cores the servers' workers run on one half of the cores and wrk and
 Redis on the other (``bench.cores``), so that a ratio measures the servers and not where the
-scheduler put them.
+scheduler put them. Each server runs one worker per core it has (``workers_for``): a second
+worker on the same core adds no capacity, only a race for wrk's connections. Both workers wait
+on one listening socket and the one on the CPU when wrk connects takes them all; on a 2-core
+machine, with the servers sharing one core, more than half of the runs ended up lopsided (every
+connection on one worker) however often they were restarted, and those runs served a few
+percent faster than the balanced ones, a difference as large as the gaps measured. Several
+workers of one server on several cores still race, and their runs are still restarted until
+each worker holds its share.
 """
 
 from __future__ import annotations
@@ -105,6 +112,11 @@ def round_order(endpoints: list[Endpoint], round_number: int) -> list[Endpoint]:
     return endpoints if round_number % 2 == 0 else endpoints[::-1]
 
 
+def workers_for(split: CoreSplit | None) -> int:
+    """One worker per core the servers run on (one when they share a single core with wrk)."""
+    return 1 if split is None else len(split.serving)
+
+
 def measure_backend(
     backend: str,
     redis_url: str,
@@ -121,8 +133,9 @@ def measure_backend(
     seed(redis_url, prefix + RAW_GET_KEY_SUFFIX, b'{"apiKey":"game_AAAAAAAA","active":true}')
     measured: dict[str, list[LoadResult]] = {endpoint.kind: [] for endpoint in endpoints}
     try:
-        server = LiveServer(settings, workers=2)
-        bare = BareAppServer(workers=2)
+        workers = workers_for(split)
+        server = LiveServer(settings, workers=workers)
+        bare = BareAppServer(workers=workers)
         api_key = server.create_admin_key()
         with ExitStack() as stack:
             start_on = stack.enter_context(applied(split, redis_pid))
@@ -221,9 +234,10 @@ def run(redis_url: str, seconds: float, rounds: int, redis_pid: int | None = Non
         key="throughput",
         title=TITLE,
         method=(
-            f"game-api serve --workers 2 on 127.0.0.1 (SQLite, cache TTL 3600 s, BENCH_ROUTES) "
-            "and, up beside it, a bare FastAPI app (bench/bare_app.py, one route, no middleware) "
-            "under gunicorn -k uvicorn_worker.UvicornWorker --workers 2. wrk -t1 "
+            f"game-api serve --workers {workers_for(split)} on 127.0.0.1 (SQLite, cache TTL "
+            "3600 s, BENCH_ROUTES) and, up beside it, a bare FastAPI app (bench/bare_app.py, one "
+            "route, no middleware) under gunicorn -k uvicorn_worker.UvicornWorker --workers "
+            f"{workers_for(split)}: one worker per core the servers run on. wrk -t1 "
             f"-c{CONNECTIONS} --latency from another process; {rounds} round(s) of "
             f"{seconds:.0f} s per endpoint, endpoints alternating, after a "
             f"{WARMUP_SECONDS:.0f} s warm-up each, in the opposite order every other round. "
@@ -237,9 +251,9 @@ def run(redis_url: str, seconds: float, rounds: int, redis_pid: int | None = Non
             "Yardsticks: /v1/me "
             "against /bench/me (same signature, response model and body, no authentication) "
             "or, for redis, /bench/me-redis-get (the same plus one raw Redis GET); our /healthz "
-            "against the bare app's. The workers share one socket and accept greedily, so "
-            "wrk's burst of keep-alive connections can land on one worker: a run in which a "
-            "worker holds under 35 % of the connections (ss -tnp) is restarted."
+            "against the bare app's. With several workers, they share one socket and accept "
+            "greedily, so wrk's burst of keep-alive connections can land on one worker: a run "
+            "in which a worker holds under 35 % of the connections (ss -tnp) is restarted."
         ),
         columns=[
             "backend",

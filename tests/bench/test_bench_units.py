@@ -8,6 +8,7 @@ import math
 import statistics
 from typing import Any
 
+from bench.cores import CoreSplit
 from bench.report import render_json
 from bench.results import Check, SectionResult
 from bench.stats import Distribution
@@ -18,6 +19,7 @@ from bench.throughput import (
     checks_for,
     endpoints_for,
     round_order,
+    workers_for,
 )
 from bench.wrk import balanced, parse
 
@@ -90,3 +92,10 @@ def test_the_healthz_target_is_the_median_of_its_per_round_ratios() -> None:
     assert by_target["tiered: /v1/me / ceiling route (/bench/me) throughput"].status == "short"
     healthz = by_target["/healthz / bare FastAPI app's /healthz throughput (all rounds)"]
     assert healthz.measured == 0.97
+
+
+def test_the_servers_run_one_worker_per_core_they_are_given() -> None:
+    """Two workers on one core only race for wrk's connections (see ``bench.throughput``)."""
+    assert workers_for(CoreSplit(serving=frozenset({0}), loading=frozenset({1}))) == 1
+    assert workers_for(CoreSplit(serving=frozenset({0, 1}), loading=frozenset({2, 3}))) == 2
+    assert workers_for(None) == 1
