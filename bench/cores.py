@@ -65,6 +65,18 @@ class CoreSplit:
                 pin_process(redis_pid, before)
 
 
+def workers_for(split: CoreSplit | None) -> int:
+    """Workers per server under load: one per core the servers run on, one with no split.
+
+    A second worker on the same core adds no capacity, only a race for wrk's connections: the
+    workers wait on one listening socket, and the one on the CPU when wrk connects takes them
+    all. On 2 cores, with the servers on one, more than half of the runs stayed lopsided (every
+    connection on one worker) however often they were restarted, and those served a few percent
+    faster than balanced ones: as much as the gaps being measured.
+    """
+    return 1 if split is None else len(split.serving)
+
+
 class StartOn:
     """Handed out by ``CoreSplit.applied``: where the processes started next will run."""
 

@@ -5,9 +5,9 @@ Two ``game-api serve`` servers run side by side on 127.0.0.1 with the same setti
 written), and wrk loads them in alternating rounds, so drift in the machine's speed falls on
 both alike. The figure is the median of the per-round ratios (on / off: two runs one after the
 other); the target is at least 0.97. As in ``bench.throughput``, the servers run on one half of
-the cores and wrk on the other (``bench.cores``).
+the cores, one worker per core (``bench.cores.workers_for``), and wrk on the other.
 
-    .venv/bin/python -m bench.telemetry_cost [--seconds 5] [--rounds 3] [--workers 2]
+    .venv/bin/python -m bench.telemetry_cost [--seconds 5] [--rounds 3] [--workers N]
         [--log-format console|json] [--only METRICS_ENABLED|ACCESS_LOG]
 """
 
@@ -19,7 +19,7 @@ import statistics
 from contextlib import ExitStack
 from typing import Any
 
-from bench.cores import CoreSplit, applied
+from bench.cores import CoreSplit, applied, workers_for
 from bench.results import Check, SectionResult
 from bench.servers import LiveServer, connections_per_worker, wait_for_workers
 from bench.wrk import LoadResult, run_wrk
@@ -45,18 +45,25 @@ def _settings(on: tuple[str, ...], log_format: str) -> dict[str, str]:
 
 
 def measure(
-    seconds: float, rounds: int, workers: int, log_format: str, on: tuple[str, ...] = HALVES
+    seconds: float,
+    rounds: int,
+    workers: int | None,
+    log_format: str,
+    on: tuple[str, ...] = HALVES,
 ) -> dict[str, Any]:
     """Median requests/s of each variant over ``rounds`` alternating rounds, and their ratio.
 
     ``on``: what the "on" server switches on (both halves by default; one, to see its share).
+    ``workers``: per server; ``None`` for one per core the servers run on.
     """
+    split = CoreSplit.of_this_process()
+    if workers is None:
+        workers = workers_for(split)
     servers = {
         "on": LiveServer(_settings(on, log_format), workers=workers),
         "off": LiveServer(_settings((), log_format), workers=workers),
     }
     results: dict[str, list[LoadResult]] = {name: [] for name in servers}
-    split = CoreSplit.of_this_process()
     with ExitStack() as stack:
         start_on = stack.enter_context(applied(split))
         for server in servers.values():
@@ -105,7 +112,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, help="per server (default: one per serving core)")
     parser.add_argument("--log-format", choices=["console", "json"], default="json")
     parser.add_argument(
         "--only", choices=HALVES, help="switch on only this half in the 'on' server"
@@ -123,13 +130,14 @@ if __name__ == "__main__":
 
 def run(seconds: float, rounds: int) -> SectionResult:
     """The ``make bench`` part: /v1/me with metrics and the access log on against both off."""
-    measured = measure(seconds, rounds, workers=2, log_format="json")
+    measured = measure(seconds, rounds, workers=None, log_format="json")
     rps = measured["requests_per_second"]
     section = SectionResult(
         key="telemetry",
         title="Telemetry: GET /v1/me with metrics and access log on against off",
         method=(
-            "Two game-api serve --workers 2 servers side by side (memory backend, LOG_FORMAT=json, "
+            f"Two game-api serve --workers {measured['workers']} servers side by side (memory "
+            "backend, LOG_FORMAT=json, "
             "LOG_LEVEL=INFO so every access event is written), identical but for METRICS_ENABLED "
             f"and ACCESS_LOG; wrk -c{CONNECTIONS} in {rounds} alternating round(s) of "
             f"{seconds:g} s after a {WARMUP_SECONDS:g} s warm-up. "

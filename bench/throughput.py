@@ -20,14 +20,9 @@ the machine's speed changes from second to second, and a pair a second apart sha
 
 On a machine of two or more cores the servers' workers run on one half of the cores and wrk and
 Redis on the other (``bench.cores``), so that a ratio measures the servers and not where the
-scheduler put them. Each server runs one worker per core it has (``workers_for``): a second
-worker on the same core adds no capacity, only a race for wrk's connections. Both workers wait
-on one listening socket and the one on the CPU when wrk connects takes them all; on a 2-core
-machine, with the servers sharing one core, more than half of the runs ended up lopsided (every
-connection on one worker) however often they were restarted, and those runs served a few
-percent faster than the balanced ones, a difference as large as the gaps measured. Several
-workers of one server on several cores still race, and their runs are still restarted until
-each worker holds its share.
+scheduler put them. Each server runs one worker per core it has (``bench.cores.workers_for``:
+two workers on one core only race for wrk's connections). Several workers on several cores
+still race, and their runs are restarted until each worker holds its share.
 """
 
 from __future__ import annotations
@@ -39,7 +34,7 @@ from typing import Any
 
 from app.api.bench_routes import RAW_GET_KEY_SUFFIX
 from bench.backends import ALL_BACKENDS, backend_exists, unique_prefix
-from bench.cores import CoreSplit, applied
+from bench.cores import CoreSplit, applied, workers_for
 from bench.redis_keys import delete_prefix, seed
 from bench.results import Check, SectionResult, fmt_ratio
 from bench.servers import (
@@ -110,11 +105,6 @@ def round_order(endpoints: list[Endpoint], round_number: int) -> list[Endpoint]:
     """The endpoints in their order on even rounds, reversed on odd ones: each stays next to its
     yardstick, and neither always goes first."""
     return endpoints if round_number % 2 == 0 else endpoints[::-1]
-
-
-def workers_for(split: CoreSplit | None) -> int:
-    """One worker per core the servers run on (one when they share a single core with wrk)."""
-    return 1 if split is None else len(split.serving)
 
 
 def measure_backend(

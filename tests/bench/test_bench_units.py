@@ -8,7 +8,7 @@ import math
 import statistics
 from typing import Any
 
-from bench.cores import CoreSplit
+from bench.cores import CoreSplit, workers_for
 from bench.report import render_json
 from bench.results import Check, SectionResult
 from bench.stats import Distribution
@@ -19,7 +19,6 @@ from bench.throughput import (
     checks_for,
     endpoints_for,
     round_order,
-    workers_for,
 )
 from bench.wrk import balanced, parse
 
