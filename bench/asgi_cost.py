@@ -22,6 +22,7 @@ from typing import Any
 
 from dependency_injector import providers
 
+from app.api.bench_routes import BENCH_KEY_SCOPES
 from app.core.log_setup import configure_access_log
 from bench.backends import bench_settings
 from bench.results import fmt_ns
@@ -74,7 +75,7 @@ async def measure(requests: int, rounds: int) -> dict[str, float]:
     repository = InMemoryApiKeyRepository()
     container.apikey_repository.override(providers.Object(repository))
     container.event_log.override(providers.Object(InMemoryEventLog(repository)))
-    key = (await container.apikey_service().create("asgi", ["admin"])).plaintext
+    key = (await container.apikey_service().create("asgi", list(BENCH_KEY_SCOPES))).plaintext
     app = create_app(container=container)
     if await _request(app, "/v1/me", key) != 200:
         raise RuntimeError("GET /v1/me was refused")

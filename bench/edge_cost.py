@@ -65,6 +65,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from app.api.authentication import AUTHENTICATION_ATTRIBUTE, RouteAuthentication
+from app.api.bench_routes import BENCH_KEY_SCOPES
 from app.core.container import Container, build_container
 from app.core.log_setup import configure_access_log
 from app.core.resources import close_container_resources
@@ -199,7 +200,7 @@ def _served_service(
     container.apikey_repository.override(providers.Object(repository))
     container.event_log.override(providers.Object(InMemoryEventLog(repository)))
     service = container.apikey_service()
-    key = loop.run_until_complete(service.create("edge", ["read"])).plaintext
+    key = loop.run_until_complete(service.create("edge", list(BENCH_KEY_SCOPES))).plaintext
     loop.run_until_complete(service.start())  # the lease under which local hits are trusted
     return container, key, settings
 

@@ -31,8 +31,12 @@ from app.services.apikey_service import AuthenticatedKey
 router = APIRouter(prefix="/bench", tags=["benchmark"], include_in_schema=False)
 
 RAW_GET_KEY_SUFFIX = "bench-raw-get"
-BENCH_CALLER = AuthenticatedKey(prefix="game_BENCHME", scopes=frozenset({"read"}), expires_at=None)
-"""The caller ``/bench/me`` answers for: built once, as if authentication had already run."""
+BENCH_CALLER = AuthenticatedKey(prefix="game_BENCHME0", scopes=frozenset({"read"}), expires_at=None)
+"""The caller ``/bench/me`` answers for: built once, as if authentication had already run. Its
+prefix has a real one's length, and a benchmark's key for ``/v1/me`` is issued with its scopes
+(``BENCH_KEY_SCOPES``), so that both routes send bodies of the same size."""
+BENCH_KEY_SCOPES = tuple(sorted(BENCH_CALLER.scopes))
+"""The scopes of the key a benchmark sends to ``/v1/me`` beside ``/bench/me``."""
 _RAW_GET_TARGET_STATE = "bench_raw_get_target"
 
 

@@ -108,6 +108,29 @@ async def test_bench_me_answers_like_v1_me_without_a_key(fake: fakeredis.FakeAsy
     }
 
 
+async def test_bench_me_answers_a_body_of_the_size_v1_me_answers_a_benchmark_key(
+    fake: fakeredis.FakeAsyncRedis,
+) -> None:
+    """The yardstick's body is /v1/me's but for the prefix's letters: same fields, same scopes,
+    same length, for the key a benchmark issues (``BENCH_KEY_SCOPES``)."""
+    from app.api.bench_routes import BENCH_KEY_SCOPES
+
+    container = _container(fake, bench_routes=True)
+    created = await container.apikey_service().create("bench", list(BENCH_KEY_SCOPES))
+    app = create_app(container=container)
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            ceiling = await client.get("/bench/me")
+            me = await client.get("/v1/me", headers={"X-API-Key": created.plaintext})
+    finally:
+        container.unwire()
+
+    assert (ceiling.status_code, me.status_code) == (200, 200)
+    assert {**ceiling.json(), "prefix": None} == {**me.json(), "prefix": None}
+    assert len(ceiling.content) == len(me.content)
+
+
 async def test_bench_me_has_the_signature_of_v1_me() -> None:
     """Same endpoint signature and return annotation, so FastAPI does the same work for both."""
     import inspect
