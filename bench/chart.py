@@ -46,7 +46,11 @@ def draw(throughput: dict[str, Any], path: Path) -> bool:
     p99_axis.set_title("p99 latency (lower is better)")
     handles, labels = rate_axis.get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=len(kinds), fontsize=9, frameon=False)
-    figure.suptitle("GET /v1/me and /healthz per cache backend beside their yardsticks, 2 workers")
+    workers = throughput.get("workers")
+    figure.suptitle(
+        "GET /v1/me and /healthz per cache backend beside their yardsticks"
+        + ("" if workers is None else f", {workers} worker{'s' if workers != 1 else ''} each")
+    )
     figure.tight_layout(rect=(0, 0.07, 1, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -282,6 +282,11 @@ def run(redis_url: str, seconds: float, rounds: int, redis_pid: int | None = Non
                     ),
                 ]
             )
-    section.data = {"connections": CONNECTIONS, "seconds": seconds, "backends": backends}
+    section.data = {
+        "connections": CONNECTIONS,
+        "seconds": seconds,
+        "workers": workers_for(split),
+        "backends": backends,
+    }
     section.checks = checks_for(backends)
     return section
