@@ -201,9 +201,7 @@ class TelemetryRequestCycle(RequestResponseCycle):
 
         if self.scope["method"] == "HEAD":
             self.expected_content_length = 0
-            if head:
-                self.held_head = b""
-                self.transport.write(head)
+            self._write_held_head()  # no body follows a HEAD's head
         elif self.chunked_encoding:
             content = [b"%x\r\n" % len(body), body, b"\r\n"] if body else []
             if not more_body:
