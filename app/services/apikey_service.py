@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import os
 import re
 import socket
@@ -32,6 +33,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
+from typing import Protocol
 
 from app.domain.digests import sha256
 from app.domain.errors import (
@@ -89,6 +91,23 @@ _MAX_PENDING_SHARED = 10_000
 _FIRST_POLL_WAIT_SECONDS = 1.0
 
 _monotonic = time.monotonic
+
+
+class _Lease(Protocol):
+    """Until when (monotonic) this process's own copies may answer."""
+
+    @property
+    def lease_until(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _EndlessLease:
+    """The lease of a service without an event log: alone, nobody revokes behind its back."""
+
+    lease_until: float = math.inf
+
+
+_ENDLESS_LEASE = _EndlessLease()
 
 
 def utc_now() -> datetime:
@@ -208,6 +227,8 @@ class ApiKeyService:
         # still sit in the shared cache: such a value is refused (and its tombstone re-written).
         self._recently_revoked: BoundedTtlMap[str, KeyEvent] = BoundedTtlMap(_MAX_PENDING_SHARED)
         self._follower: RevocationFollower | None = None
+        # Whose lease a local hit checks: the follower's, or (alone) one that never ends.
+        self._lease: _Lease = _ENDLESS_LEASE
         if event_log is not None:
             self._follower = RevocationFollower(
                 event_log,
@@ -221,6 +242,7 @@ class ApiKeyService:
                 # A stale shared value can outlive a revocation by the cache TTL at most.
                 history_seconds=cache_ttl_seconds + lease_seconds if self._has_shared_tier else 0,
             )
+            self._lease = self._follower
         # Authenticated records beside a shared cache's values. Without a process-local peek
         # (the redis backend) the value and the record are read together in one round trip.
         self._records = records
@@ -267,8 +289,7 @@ class ApiKeyService:
     def _local_trusted(self) -> bool:
         """Whether this process's own copies may answer: under a valid lease (see the module
         docstring of ``revocation_log``), or when there is no log to follow."""
-        follower = self._follower
-        return follower is None or follower.lease_until > _monotonic()
+        return self._lease.lease_until > _monotonic()
 
     async def _cached(self, cache_key: str) -> SimpleNamespace | None:
         """The cache's answer, from its shared tier only when local copies are not trusted."""
@@ -298,8 +319,7 @@ class ApiKeyService:
             return None
         # One clock read for the lease and for the entry's expiry.
         now = _monotonic()
-        follower = self._follower
-        if follower is not None and follower.lease_until <= now:
+        if self._lease.lease_until <= now:
             return None
         cache_key = sha256(plaintext.encode()).hexdigest()
         # The entry's item read and judged here rather than through a lookup function of the
