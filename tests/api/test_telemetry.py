@@ -120,6 +120,8 @@ async def test_metrics_count_routes_by_template_and_auth_outcomes(api: Api) -> N
     assert count("game_api_auth_total", outcome="missing") == 1
     assert count("game_api_auth_total", outcome="missing_scope") == 1
     assert count("game_api_auth_total", outcome="revoked") == 1
+    # /metrics and /nowhere asked for no key: they are no outcome at all.
+    assert count("game_api_auth_total", outcome="unavailable") == 0
 
 
 async def test_metrics_can_be_switched_off(make_api: ApiFactory, database_url: str) -> None:  # noqa: F811
