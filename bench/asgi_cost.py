@@ -2,12 +2,13 @@
 
 ``python -m bench.asgi_cost`` calls the ASGI app built by ``create_app`` (memory
 backend, in-memory repository, benchmark routes on) directly — ``GET /healthz``, the ceiling
-route ``GET /bench/me`` and ``GET /v1/me`` — beside the bare FastAPI app's ``/healthz``
-(``bench.bare_app``), alternating, and prints the median cost per request of each. Without a
-server or a load generator in the way, it shows what the app itself adds, and it holds still on
-a busy machine where end-to-end throughput swings. Access lines are rendered and written as
-under ``game-api serve`` (to ``/dev/null``); set ``PROMETHEUS_MULTIPROC_DIR`` to an empty
-directory to count metrics in memory-mapped files as the server's workers do.
+route ``GET /bench/me`` and ``GET /v1/me``, both sent the same key header — beside the bare
+FastAPI app's ``/healthz`` (``bench.bare_app``), alternating, and prints the median cost per
+request of each. Without a server or a load generator in the way, it shows what the app itself
+adds, and it holds still on a busy machine where end-to-end throughput swings. Access lines
+are rendered and written as under ``game-api serve`` (to ``/dev/null``); set
+``PROMETHEUS_MULTIPROC_DIR`` to an empty directory to count metrics in memory-mapped files as
+the server's workers do.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ async def measure(requests: int, rounds: int) -> dict[str, float]:
     subjects = {
         "bare /healthz": (bare_app, "/healthz", None),
         "/healthz": (app, "/healthz", None),
-        "/bench/me": (app, "/bench/me", None),
+        "/bench/me": (app, "/bench/me", key),  # /v1/me's very request, the header unread
         "/v1/me": (app, "/v1/me", key),
     }
     per_path: dict[str, list[float]] = {name: [] for name in subjects}

@@ -17,6 +17,7 @@ Subjects, in alternating rounds (minimum and median per request):
 - our ``/healthz``, ``/bench/me`` and ``/v1/me`` (memory backend, a cached key) as served: the
   app built with ``edge_in_server``, each request noted by the protocol's request cycle
   (``app.request_cycle``) and only a request with a body sent through the body limits;
+  ``/bench/me`` gets ``/v1/me``'s very request, key header included, and does not read it;
 - ``/healthz, ASGI edge``: the app with the edge's two ASGI layers (``RequestTelemetryMiddleware``
   and ``RequestLimitsMiddleware``) instead, as any other server would serve it: what moving
   them into the server saves;
@@ -27,8 +28,8 @@ Subjects, in alternating rounds (minimum and median per request):
   ``LOG_LEVEL=INFO`` would have them; by default they are off, as in ``make bench``'s
   throughput part) and of the body limits;
 - with ``--redis-url``, also ``/v1/me`` on the redis backend and its yardstick
-  ``/bench/me-redis-get`` (one raw ``GET``): both wait for Redis, so their times carry its
-  round trip, but their instruction counts (``bench.instruction_cost``) do not.
+  ``/bench/me-redis-get`` (one raw ``GET``, sent the key too): both wait for Redis, so their
+  times carry its round trip, but their instruction counts (``bench.instruction_cost``) do not.
 
 ``--only`` keeps the named subjects: ``bench.instruction_cost`` runs one at a time under
 callgrind.
@@ -263,7 +264,8 @@ def measure(
                 healthz,
             ),
             "/healthz, no edge": (served(ours, limited_no_cycle), healthz),
-            "/bench/me": (served(ours, limited), _request("/bench/me")),
+            # A yardstick gets /v1/me's very request, key header included (unread).
+            "/bench/me": (served(ours, limited), _request("/bench/me", key)),
             "/v1/me": (served(ours, limited), _request("/v1/me", key)),
         }
         if redis_url is not None:
@@ -284,7 +286,10 @@ def measure(
 
             on_redis, on_redis_too, redis_key = on_backend("redis")
             subjects["/v1/me (redis)"] = (on_redis, _request("/v1/me", redis_key))
-            subjects["/bench/me-redis-get"] = (on_redis_too, _request("/bench/me-redis-get"))
+            subjects["/bench/me-redis-get"] = (
+                on_redis_too,
+                _request("/bench/me-redis-get", redis_key),
+            )
             on_tiered, _, tiered_key = on_backend("tiered")
             subjects["/v1/me (tiered)"] = (on_tiered, _request("/v1/me", tiered_key))
         unknown = set(only) - set(subjects)

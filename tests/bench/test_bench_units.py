@@ -73,6 +73,17 @@ def test_each_endpoint_stays_beside_its_yardstick_in_both_orders() -> None:
     assert round_order(endpoints, 1) == endpoints[::-1]
 
 
+def test_v1_me_and_its_yardstick_are_sent_the_same_request_on_every_backend() -> None:
+    # The yardstick differs from /v1/me in not checking the key, not in receiving it: a header
+    # only /v1/me was sent would be parsed at /v1/me's expense alone.
+    for backend in ("memory", "redis", "tiered"):
+        by_kind = {endpoint.kind: endpoint for endpoint in endpoints_for(backend)}
+        me = by_kind[AUTHENTICATED]
+        assert me.yardstick is not None
+        assert me.sends_key and by_kind[me.yardstick].sends_key
+        assert not by_kind[HEALTHZ].sends_key
+
+
 def test_the_healthz_target_is_the_median_of_its_per_round_ratios() -> None:
     """Rounds a second apart share the machine's speed; the median of their ratios is what is
     judged, not the ratio of medians taken over rounds that ran at different speeds."""
