@@ -50,6 +50,11 @@ QUORUM = 2
 # loaded two-core machine does not see a slow answer as a dead primary.
 DOWN_AFTER_MS = 1000
 FAILOVER_TIMEOUT_MS = 3000
+WAIT_SECONDS = 90.0
+"""How long a wait for the sentinels to act may take. A sentinel whose timer fires over two
+seconds late (a machine stalled under the test's load) enters TILT mode and acts on nothing for
+the next 30 s; then it needs up to a few INFO periods to reconfigure a replaced primary. A wait
+returns as soon as its condition holds, so the bound only decides when a stuck set is reported."""
 _POLL_SECONDS = 0.05
 
 T = TypeVar("T")
@@ -210,7 +215,7 @@ class SentinelSet:
             self._binary, port, [str(config), "--sentinel"], self._dir / f"sentinel-{port}.log"
         )
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = WAIT_SECONDS) -> None:
         """Primary, replica, sentinels; until every sentinel knows the whole set."""
         try:
             primary = self.nodes[self.initial_primary]
@@ -330,7 +335,7 @@ class SentinelSet:
             for r in state["replicas"]
         )
 
-    def wait_settled(self, timeout: float = 30.0, replicas: int = 1) -> int:
+    def wait_settled(self, timeout: float = WAIT_SECONDS, replicas: int = 1) -> int:
         """Until every sentinel agrees on the primary (also seen so by the node itself), knows
         its peers and ``replicas`` healthy replicas of it; returns the primary's port."""
 
@@ -381,7 +386,7 @@ class SentinelSet:
 
     # -- faults -----------------------------------------------------------------------------
 
-    def failover(self, timeout: float = 30.0) -> int:
+    def failover(self, timeout: float = WAIT_SECONDS) -> int:
         """``SENTINEL FAILOVER``; returns the new primary's port once every sentinel names it
         and it says ``role:master`` itself. The old primary may still think it is one: use
         ``wait_replica_of`` before a test needs it as a replica."""
@@ -394,7 +399,7 @@ class SentinelSet:
         self._ask_sentinel(self.sentinels[0], "SENTINEL", "FAILOVER", self.service_name)
         return old
 
-    def wait_for_new_primary(self, old: int, timeout: float = 30.0) -> int:
+    def wait_for_new_primary(self, old: int, timeout: float = WAIT_SECONDS) -> int:
         """Until every sentinel names a primary other than ``old`` and that node says so."""
 
         def switched() -> int | None:
@@ -412,7 +417,7 @@ class SentinelSet:
 
         return _wait_for(f"a primary other than {old}", switched, timeout, self._diagnose)
 
-    def wait_promoted(self, candidate: int, timeout: float = 30.0) -> None:
+    def wait_promoted(self, candidate: int, timeout: float = WAIT_SECONDS) -> None:
         """Until ``candidate`` answers ``role:master`` (before sentinels may have switched)."""
         _wait_for(
             f"node {candidate} to be promoted",
@@ -421,7 +426,7 @@ class SentinelSet:
             self._diagnose,
         )
 
-    def wait_demoted(self, port: int, timeout: float = 30.0) -> None:
+    def wait_demoted(self, port: int, timeout: float = WAIT_SECONDS) -> None:
         """Until the node on ``port`` no longer says ``role:master`` (sentinel reconfigured a
         replaced primary that is still running)."""
         _wait_for(
@@ -431,7 +436,7 @@ class SentinelSet:
             self._diagnose,
         )
 
-    def wait_replica_of(self, primary: int, replica: int, timeout: float = 30.0) -> None:
+    def wait_replica_of(self, primary: int, replica: int, timeout: float = WAIT_SECONDS) -> None:
         """Until ``replica`` replicates ``primary`` with its link up and every sentinel lists
         it as a reachable replica of ``primary``, so a later failover has one to promote.
 
@@ -457,7 +462,7 @@ class SentinelSet:
         self.nodes[port].kill()
         return port
 
-    def restart_as_replica(self, port: int, timeout: float = 30.0) -> None:
+    def restart_as_replica(self, port: int, timeout: float = WAIT_SECONDS) -> None:
         """Start the killed node again, empty, replicating the current primary (as an operator
         would bring a crashed host back; a node restarted as a primary could win back its
         role with an empty dataset)."""
