@@ -153,7 +153,6 @@ class _KnownKey:
     record: ApiKeyRecord
     identity: AuthenticatedKey
     # Copied out of ``record`` for the hit path, which reads them on every request.
-    digest: str
     admissible: bool
     """Not revoked (expiry is checked against the clock on each use)."""
     expires_at: datetime | None
@@ -250,9 +249,11 @@ class ApiKeyService:
         self._repository = repository
         self._cache_ttl = cache_ttl_seconds
         self._negative = NegativeCache(negative_ttl_seconds, negative_max_entries)
-        # Scopes and expiry by prefix: the cached value holds only (apiKey, active), so each
+        # Scopes and expiry by digest: the cached value holds only (apiKey, active), so each
         # process remembers the rest of a key's record from its last database read, beside the
-        # immutable answer handed to routes (built once per key rather than per request).
+        # immutable answer handed to routes (built once per key rather than per request). Keyed
+        # by the record's own digest, as the cache is: what a digest finds here is that key's
+        # record, whatever prefix a (possibly forged) cached value names.
         self._known: BoundedTtlMap[str, _KnownKey] = BoundedTtlMap(
             record_memo_max_entries, expiring=False
         )
@@ -299,8 +300,8 @@ class ApiKeyService:
             return await self._read_shared(cache_key)
         return None
 
-    def _known_record(self, prefix: str) -> _KnownKey | None:
-        return self._known_key(prefix) if self._local_trusted() else None
+    def _known_record(self, cache_key: str) -> _KnownKey | None:
+        return self._known_key(cache_key) if self._local_trusted() else None
 
     # -- request path -------------------------------------------------------------------------
 
@@ -328,24 +329,21 @@ class ApiKeyService:
         if stored is None or stored[0] <= now:
             return None
         local_view.touch(cache_key)
-        cached = stored[1]
-        if not cached.active:
+        # Of the value, only its word on the key being active: the digest names the key, and
+        # the record remembered for that digest says the rest. (A shared tier's value can name
+        # any prefix; it is not read here, so it cannot lead to another key's record.)
+        if not stored[1].active:
             return None
         # The memo is read without being marked recently used (a ``move_to_end`` less per
         # hit): the cache entry just found was. Its records go in the order the slower path
         # last remembered or read them; one evicted from under a busy key costs that key one
         # slower request, which reads the record again. The item's expiry is ``NEVER``.
-        item = self._known_item(cached.apiKey)
+        item = self._known_item(cache_key)
         if item is None:
             return None
         known = item[1]
-        # The memo is keyed by prefix and a shared tier's value can name any prefix, so the
-        # record must carry this digest. ``==``, not ``compare_digest``: the caller chose
-        # ``cache_key`` and learns nothing usable from a digest.
-        if (
-            known.digest != cache_key
-            or not known.admissible
-            or (known.expires_at is not None and self._clock() >= known.expires_at)
+        if not known.admissible or (
+            known.expires_at is not None and self._clock() >= known.expires_at
         ):
             return None
         self.metrics.local_hits += 1
@@ -420,7 +418,7 @@ class ApiKeyService:
         cached = self._unless_revoked_here(cache_key, await self._cached(cache_key))
         if cached is None or cached.apiKey != prefix or not cached.active:
             return cached, None
-        known = self._known_record(prefix)
+        known = self._known_record(cache_key)
         if known is not None and _bound(known.record, cache_key):
             return cached, known.record
         record: ApiKeyRecord | None = None
@@ -464,7 +462,7 @@ class ApiKeyService:
         event = self._recently_revoked.get(cache_key)
         if event is None:
             return cached
-        self._known.pop(event.prefix)
+        self._known.pop(event.digest)
         if self._evict_local is not None:
             self._evict_local(cache_key)
         if self._has_shared_tier and self._follower is not None:
@@ -476,7 +474,7 @@ class ApiKeyService:
             raise InvalidApiKey("revoked")
         if record.expires_at is not None and self._clock() >= record.expires_at:
             raise InvalidApiKey("expired")
-        known = self._known_key(record.prefix)
+        known = self._known_key(record.digest)
         # Mostly the very object remembered (the signed-record memo hands it back): ``is``
         # first spares the field-by-field comparison.
         if known is not None and (known.record is record or known.record == record):
@@ -497,7 +495,7 @@ class ApiKeyService:
         cached, known = await self._read_cache(prefix, cache_key, load_by_prefix=False)
         if cached is not None and cached.apiKey == prefix:
             if known is None and not cached.active:
-                memo = self._known_record(prefix)
+                memo = self._known_record(cache_key)
                 known = memo.record if memo is not None and _bound(memo.record, cache_key) else None
             if known is not None:
                 return _Lookup(record=known, active=cached.active)
@@ -552,11 +550,10 @@ class ApiKeyService:
             identity=AuthenticatedKey(
                 prefix=record.prefix, scopes=frozenset(record.scopes), expires_at=record.expires_at
             ),
-            digest=record.digest,
             admissible=record.revoked_at is None,
             expires_at=record.expires_at,
         )
-        self._known.put(record.prefix, known)
+        self._known.put(record.digest, known)
         return known
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -800,7 +797,7 @@ class ApiKeyService:
 
     def _apply_locally(self, event: KeyEvent) -> None:
         """Drop every copy this process holds of the key in ``event``."""
-        self._known.pop(event.prefix)
+        self._known.pop(event.digest)
         self._digest_lookups.forget(event.digest)
         self._negative.discard(event.digest)
         if event.kind == "revoked":

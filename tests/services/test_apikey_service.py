@@ -138,6 +138,26 @@ async def test_a_process_local_hit_needs_no_format_check(
     assert service.metrics.local_hits == 1
 
 
+async def test_a_hit_answers_as_the_record_of_its_own_digest_whatever_prefix_the_value_names(
+    service: ApiKeyService, cache: InMemoryApiKeyCacheBackend
+) -> None:
+    """The remembered records are keyed by digest, as the cache is: a cached value that names
+    another key's prefix (anyone who can write to a shared tier can write one) neither leads a
+    hit to that key's record nor changes who the caller is."""
+    mine = await service.create("mine", ["read"])
+    other = await service.create("other", ["admin", "read", "write"])
+    for created in (mine, other):
+        await service.authenticate(created.plaintext)  # cached, and its record remembered
+    forged = SimpleNamespace(apiKey=other.record.prefix, active=True)
+    await cache.set(digest(mine.plaintext), forged, 60)
+
+    caller = service.admit_from_memory(mine.plaintext)
+
+    assert caller is not None
+    assert caller.prefix == mine.record.prefix
+    assert caller.scopes == frozenset({"read"})
+
+
 async def test_a_record_the_memo_let_go_is_read_again_once_and_its_key_still_admitted(
     cache: InMemoryApiKeyCacheBackend, repository: InMemoryApiKeyRepository, clock: Clock
 ) -> None:
@@ -297,9 +317,13 @@ async def test_bad_create_requests_say_what_is_wrong(
 
 
 async def test_a_cached_value_naming_another_key_is_replaced_on_the_next_miss(
-    service: ApiKeyService, cache: InMemoryApiKeyCacheBackend
+    cache: InMemoryApiKeyCacheBackend, repository: InMemoryApiKeyRepository, clock: Clock
 ) -> None:
-    created = await service.create("match-server", ["read"])
+    """A process that has not remembered the key's record (here: not the one that created it)
+    takes the slower path, which does not use a value naming another prefix, and replaces it."""
+    issuer = ApiKeyService(cache, repository, cache_ttl_seconds=60, clock=clock)
+    created = await issuer.create("match-server", ["read"])
+    service = ApiKeyService(cache, repository, cache_ttl_seconds=60, clock=clock)
     foreign = SimpleNamespace(apiKey="game_Other000", active=True)
     await cache.set(digest(created.plaintext), foreign, 60)
 
