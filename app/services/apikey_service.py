@@ -418,8 +418,8 @@ class ApiKeyService:
         cached = self._unless_revoked_here(cache_key, await self._cached(cache_key))
         if cached is None or cached.apiKey != prefix or not cached.active:
             return cached, None
-        known = self._known_record(cache_key)
-        if known is not None and _bound(known.record, cache_key):
+        known = self._known_record(cache_key)  # remembered under its own digest
+        if known is not None:
             return cached, known.record
         record: ApiKeyRecord | None = None
         if self._records is not None:
@@ -496,7 +496,7 @@ class ApiKeyService:
         if cached is not None and cached.apiKey == prefix:
             if known is None and not cached.active:
                 memo = self._known_record(cache_key)
-                known = memo.record if memo is not None and _bound(memo.record, cache_key) else None
+                known = None if memo is None else memo.record
             if known is not None:
                 return _Lookup(record=known, active=cached.active)
         self.metrics.repository_lookups += 1
